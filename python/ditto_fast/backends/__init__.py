@@ -1,0 +1,1 @@
+"""Network executors behind one protocol (see `base.Network`)."""

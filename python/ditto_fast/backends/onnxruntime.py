@@ -1,0 +1,109 @@
+"""ONNX Runtime backend: the default, on the CPU (and on CUDA when its provider is present).
+
+Session options are set deliberately rather than left to defaults:
+- intra-op threads = the cores this process may use: the networks are large convolutions that
+  scale with cores, and one session runs at a time per stage;
+- inter-op threads = 1 and sequential execution: these graphs are chains, with little
+  branch parallelism to win and thread contention to lose;
+- full graph optimisation (constant folding, fusions);
+- memory arena and memory patterns on: every input shape is fixed per network (hubert's
+  length is fixed per call site), so allocations are planned once and reused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ditto_fast.backends.base import MissingBackendError
+from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError, native_model_path
+from ditto_fast.contract import TensorInfo, check_model
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # pragma: no cover - exercised only where onnxruntime is absent
+    raise MissingBackendError(
+        "the onnxruntime backend needs the onnxruntime package: pip install onnxruntime"
+    ) from exc
+
+# onnxruntime's type strings → NumPy dtype names used by the contract.
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(threads: int | None = None) -> "ort.SessionOptions":
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = True
+    options.log_severity_level = 3  # errors only: warnings about unused initializers are noise
+    return options
+
+
+def providers_for(device: str) -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise MissingBackendError(
+                "device 'cuda' needs onnxruntime with CUDA: pip install onnxruntime-gpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+
+
+def _info(node) -> TensorInfo:
+    shape = None if node.shape is None else tuple(node.shape)
+    return TensorInfo(node.name, shape, _ORT_TYPES.get(node.type, node.type))
+
+
+class OnnxRuntimeNetwork:
+    """One ONNX network in an onnxruntime session, checked against the contract at load."""
+
+    def __init__(self, name: str, path: str | Path, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        self.name = name
+        self.path = Path(path)
+        self.device = device
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: model file of {name} is missing")
+        providers = providers_for(device)
+        try:
+            runnable = native_model_path(self.path)  # GridSample3D → GridSample when present
+            self._session = ort.InferenceSession(
+                str(runnable), sess_options=session_options(threads), providers=providers
+            )
+        except GridSampleRewriteError:
+            raise
+        except Exception as exc:  # onnx and onnxruntime raise several unrelated error types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{self.path}: onnxruntime cannot load {name}: {first_line}") from exc
+        self.inputs = tuple(_info(i) for i in self._session.get_inputs())
+        self.outputs = tuple(_info(o) for o in self._session.get_outputs())
+        check_model(name, str(self.path), self.inputs, self.outputs)
+        self._output_names = [o.name for o in self.outputs]
+
+    def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self._session.run(self._output_names, arrays))
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeNetwork({self.name!r}, {str(self.path)!r}, device={self.device!r})"

@@ -1,0 +1,137 @@
+"""Finding an official-layout Ditto checkpoint tree and the file each backend loads from it.
+
+    root/
+      ditto_cfg/      v0.4_hubert_cfg_trt.pkl, v0.4_hubert_cfg_trt_online.pkl, v0.4_hubert_cfg_pytorch.pkl
+      ditto_onnx/     <network>.onnx (+ warp_network_ori.onnx)
+      ditto_trt_*/    <network>_fp16.engine | <network>_fp32.engine, one folder per GPU family
+      ditto_pytorch/  models/*.pth, aux_models/*
+
+The offline and online configs name TensorRT engines (`decoder_fp16.engine`); the same
+network stem names the ONNX file (`decoder.onnx`), which is how the ONNX backends use those
+configs too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ditto_fast.config import DittoConfig, load_config
+
+ConfigKind = Literal["offline", "online", "pytorch"]
+
+CONFIG_FILES: dict[str, str] = {
+    "offline": "v0.4_hubert_cfg_trt.pkl",
+    "online": "v0.4_hubert_cfg_trt_online.pkl",
+    "pytorch": "v0.4_hubert_cfg_pytorch.pkl",
+}
+CFG_DIR, ONNX_DIR, PYTORCH_DIR, TRT_PREFIX = "ditto_cfg", "ditto_onnx", "ditto_pytorch", "ditto_trt_"
+# onnxruntime has no GridSample3D, so it prefers the native-GridSample export of the warp net.
+NATIVE_WARP_ONNX = "warp_network_ori.onnx"
+
+_PRECISION_SUFFIXES = ("_fp16", "_fp32")
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint tree or one of its files is missing."""
+
+
+def network_stem(model_path: str | Path) -> str:
+    """The network's file stem, whatever the format: `lmdm_v0.4_hubert_fp32.engine` and
+    `lmdm_v0.4_hubert.onnx` both give `lmdm_v0.4_hubert`."""
+    name = Path(model_path).name
+    for extension in (".engine", ".trt", ".onnx", ".pth", ".pt"):
+        if name.endswith(extension):
+            name = name[: -len(extension)]
+            break
+    for suffix in _PRECISION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass(frozen=True)
+class CheckpointTree:
+    root: Path
+    cfg_dir: Path
+    onnx_dir: Path | None
+    trt_dirs: tuple[Path, ...]
+    pytorch_dir: Path | None
+
+    def config_path(self, kind: ConfigKind) -> Path:
+        if kind not in CONFIG_FILES:
+            raise ValueError(f"config kind must be one of {sorted(CONFIG_FILES)}, got {kind!r}")
+        path = self.cfg_dir / CONFIG_FILES[kind]
+        if not path.is_file():
+            raise CheckpointError(f"{path}: the {kind} config pickle is missing")
+        return path
+
+    def load_config(
+        self,
+        kind: ConfigKind = "offline",
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> DittoConfig:
+        """Read one of the tree's configs, resolved against the folder its models live in."""
+        return load_config(self.config_path(kind), self.data_root(kind), overrides)
+
+    def data_root(self, kind: ConfigKind) -> Path:
+        if kind == "pytorch":
+            if self.pytorch_dir is None:
+                raise CheckpointError(f"{self.root}: no {PYTORCH_DIR}/ folder")
+            return self.pytorch_dir
+        # The engine configs resolve against a TensorRT folder; without one, paths still
+        # resolve (to files that do not exist) and backends map them by network stem.
+        return self.trt_dirs[0] if self.trt_dirs else self.root
+
+    def onnx_file(self, network: str, config: DittoConfig) -> Path:
+        """The ONNX file of `network`, named by the stem the config gives it."""
+        if self.onnx_dir is None:
+            raise CheckpointError(f"{self.root}: no {ONNX_DIR}/ folder")
+        stem = network_stem(config.model_path(network))
+        if network == "warp_network" and (self.onnx_dir / NATIVE_WARP_ONNX).is_file():
+            return self.onnx_dir / NATIVE_WARP_ONNX
+        return _existing(self.onnx_dir / f"{stem}.onnx", network)
+
+    def engine_file(self, network: str, config: DittoConfig, trt_dir: Path | None = None) -> Path:
+        """The TensorRT engine of `network` in `trt_dir` (default: the tree's first)."""
+        folder = trt_dir or (self.trt_dirs[0] if self.trt_dirs else None)
+        if folder is None:
+            raise CheckpointError(f"{self.root}: no {TRT_PREFIX}*/ folder")
+        return _existing(folder / Path(config.model_path(network)).name, network)
+
+    def torch_file(self, network: str, config: DittoConfig) -> Path:
+        """The `.pth` of `network` named by the pytorch config (already resolved)."""
+        return _existing(config.model_path(network), network)
+
+
+def _existing(path: str | Path, network: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file of {network} is missing")
+    return path
+
+
+def find_tree(root: str | Path) -> CheckpointTree:
+    """Locate the parts of a checkpoint tree under `root`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: checkpoint folder does not exist")
+    cfg_dir = root / CFG_DIR
+    onnx_dir = root / ONNX_DIR
+    pytorch_dir = root / PYTORCH_DIR
+    trt_dirs = tuple(sorted(p for p in root.glob(f"{TRT_PREFIX}*") if p.is_dir()))
+    has_models = onnx_dir.is_dir() or pytorch_dir.is_dir() or bool(trt_dirs)
+    if not cfg_dir.is_dir() or not has_models:
+        raise CheckpointError(
+            f"{root}: not a Ditto checkpoint tree: expected {CFG_DIR}/ and at least one of "
+            f"{ONNX_DIR}/, {TRT_PREFIX}*/, {PYTORCH_DIR}/"
+        )
+    return CheckpointTree(
+        root=root,
+        cfg_dir=cfg_dir,
+        onnx_dir=onnx_dir if onnx_dir.is_dir() else None,
+        trt_dirs=trt_dirs,
+        pytorch_dir=pytorch_dir if pytorch_dir.is_dir() else None,
+    )
