@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pickle import UnpicklingError
+
+# Errors that describe bad input or a missing resource: shown as one line, without a
+# traceback. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, UnpicklingError, RuntimeError)
 
 
 def _cmd_info(_args: argparse.Namespace) -> int:
@@ -13,6 +18,28 @@ def _cmd_info(_args: argparse.Namespace) -> int:
     for line in describe_environment().lines():
         print(line)
     return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from ditto_fast.download import download_checkpoints
+
+    out = download_checkpoints(args.out, parts=args.parts, repo=args.repo, revision=args.revision)
+    print(f"checkpoints ({', '.join(args.parts)}) are in {out}")
+    return 0
+
+
+def _add_download(commands) -> None:
+    from ditto_fast.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
+
+    parser = commands.add_parser(
+        "download", help="fetch the official checkpoint tree (resumable, with progress bars)"
+    )
+    parser.add_argument("--out", required=True, help="folder to write the tree into")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(DEFAULT_PARTS),
+                        help=f"parts of the tree to fetch (default: {' '.join(DEFAULT_PARTS)})")
+    parser.add_argument("--repo", default=OFFICIAL_REPO, help="model repository to fetch from")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    parser.set_defaults(run=_cmd_download)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="print the version, CUDA build, visible GPUs and optional packages"
     )
     info.set_defaults(run=_cmd_info)
+    _add_download(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("ditto-fast: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        print(f"ditto-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
