@@ -1,0 +1,169 @@
+"""torch backend: our own module definitions loaded from the official `.pth` files.
+
+The reference constructs every module with its default (official) sizes. ditto_fast also
+loads the synthetic-tiny checkpoints, so it recognises a checkpoint's layout by comparing
+the file's state-dict shapes with the known layouts, and refuses any other layout with the
+first differing key. BatchNorm and spectral norm are folded at load.
+
+Precision follows the reference's runtime rules on CUDA: appearance extractor, warp network
+and decoder under fp16 autocast; motion extractor, stitching network and LMDM in fp32 (the
+motion extractor's pose bins are precision-sensitive; TensorRT runs it in fp32 too). On the
+CPU everything runs in fp32.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditto_fast.backends.base import MissingBackendError
+from ditto_fast.contract import MODELS, TensorInfo, check_model
+from ditto_fast.safe_pickle import UnsafePickleError
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:
+    raise MissingBackendError("the torch backend needs PyTorch: pip install torch") from exc
+
+from ditto_fast.models import NETWORK_CLASSES, TINY_KWARGS  # noqa: E402 - needs torch first
+from ditto_fast.models.checkpoint_format import load_state, unwrap_state_dict  # noqa: E402
+
+FP16_ON_CUDA = frozenset({"appearance_extractor", "warp_network", "decoder"})
+
+
+@dataclass(frozen=True)
+class TorchNetworkKind:
+    """How to build one network, find its state dict in a checkpoint, and load it."""
+
+    build: Callable[..., nn.Module]
+    # (network name, loaded checkpoint) -> the state dict whose shapes identify the layout
+    state_of: Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+    # (network name, module, loaded checkpoint) -> the module, loaded and ready for inference
+    load: Callable[[str, nn.Module, Mapping[str, Any]], nn.Module]
+    # the module whose state dict the checkpoint holds (a wrapper may hold it inside)
+    state_owner: Callable[[nn.Module], nn.Module] = lambda module: module
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _load_guided_lmdm(name: str, module: nn.Module, checkpoint: Mapping[str, Any]) -> nn.Module:
+    load_state(name, module.model, checkpoint)
+    return module.eval()
+
+
+def _kind(name: str) -> TorchNetworkKind:
+    layouts = {"official": {}, "synthetic-tiny": TINY_KWARGS[name]}
+    if name == "lmdm":  # the checkpoint holds the MotionDecoder inside the guided module
+        return TorchNetworkKind(NETWORK_CLASSES[name], unwrap_state_dict, _load_guided_lmdm,
+                                state_owner=lambda module: module.model, layouts=layouts)
+    return TorchNetworkKind(NETWORK_CLASSES[name], unwrap_state_dict, load_state, layouts=layouts)
+
+
+KINDS: dict[str, TorchNetworkKind] = {name: _kind(name) for name in NETWORK_CLASSES}
+
+
+def read_checkpoint(path: Path) -> Mapping[str, Any]:
+    """Load a `.pth` with torch's tensors-only unpickler: code in the file is never run."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafePickleError(
+            f"{path}: refusing to load: it holds objects other than tensors and plain data; "
+            f"the file may be unsafe ({str(exc).strip().splitlines()[0]})"
+        ) from None
+    except Exception as exc:  # torch.load fails on corrupt files with many error types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path}: checkpoint holds a {type(checkpoint).__name__}, expected a dict")
+    return checkpoint
+
+
+def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def identify_layout(name: str, path: Path, state: Mapping[str, Any]) -> tuple[str, dict]:
+    """The known layout whose state-dict shapes equal the checkpoint's, as (label, kwargs)."""
+    kind = KINDS[name]
+    found = _shapes(state)
+    closest = None
+    for label, kwargs in kind.layouts.items():
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            expected = _shapes(kind.state_owner(kind.build(**kwargs)).state_dict())
+        if expected == found:
+            return label, kwargs
+        if label == "official":
+            closest = expected
+    key = next((k for k in closest if closest[k] != found.get(k)), None) or next(
+        k for k in found if k not in closest
+    )
+    raise ValueError(
+        f"{path}: {name} checkpoint matches no known layout ({', '.join(kind.layouts)}); first "
+        f"difference from the official one: key {key!r} is "
+        f"{list(found[key]) if key in found else 'missing'}, expected "
+        f"{list(closest[key]) if key in closest else 'nothing'}"
+    )
+
+
+def contract_outputs(name: str, module_kwargs: dict, kind: TorchNetworkKind) -> tuple[TensorInfo, ...]:
+    """Output tensors of the module, from a dry run on the meta device with contract inputs."""
+    spec = MODELS[name]
+    with torch.device("meta"):
+        # .to(): buffers made from NumPy arrays (LMDM's schedule) start on the CPU regardless
+        module = kind.build(**module_kwargs).to("meta")
+        inputs = [torch.empty(t.shape, dtype=getattr(torch, t.dtype)) for t in spec.inputs]
+        with torch.no_grad():
+            result = module(*inputs)
+    result = result if isinstance(result, tuple) else (result,)
+    return tuple(
+        TensorInfo(t.name, tuple(out.shape), str(out.dtype).removeprefix("torch."))
+        for t, out in zip(spec.outputs, result)
+    )
+
+
+class TorchNetwork:
+    """One network as a torch module, called with NumPy arrays (Network protocol) or with
+    device tensors (`run_on_device`)."""
+
+    def __init__(self, name: str, path: str | Path, device: str = "cpu") -> None:
+        if name not in KINDS:
+            raise ValueError(f"the torch backend has no module for {name!r}; it runs {sorted(KINDS)}")
+        self.name = name
+        self.path = Path(path)
+        self.device = device
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: model file of {name} is missing")
+        kind = KINDS[name]
+        checkpoint = read_checkpoint(self.path)
+        self.layout, kwargs = identify_layout(name, self.path, kind.state_of(name, checkpoint))
+        spec = MODELS[name]
+        self.inputs = tuple(TensorInfo(t.name, t.shape, t.dtype) for t in spec.inputs)
+        self.outputs = contract_outputs(name, kwargs, kind)
+        check_model(name, str(self.path), self.inputs, self.outputs)
+        module = kind.load(name, kind.build(**kwargs), checkpoint)
+        self.module = module.to(torch.device(device)).eval()
+        self._autocast = name in FP16_ON_CUDA and device.startswith("cuda")
+
+    def run_on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run on tensors already on this network's device, in contract input order."""
+        with torch.inference_mode(), torch.autocast(
+            "cuda", dtype=torch.float16, enabled=self._autocast
+        ):
+            result = self.module(*tensors)
+        result = result if isinstance(result, tuple) else (result,)
+        return tuple(r.float() if r.is_floating_point() else r for r in result)
+
+    def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        device = torch.device(self.device)
+        tensors = [torch.from_numpy(np.ascontiguousarray(arrays[t.name])).to(device)
+                   for t in self.inputs]
+        return tuple(r.cpu().numpy() for r in self.run_on_device(*tensors))
+
+    def __repr__(self) -> str:
+        return f"TorchNetwork({self.name!r}, {str(self.path)!r}, layout={self.layout!r})"
