@@ -28,6 +28,25 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from ditto_fast.export import export_tree
+
+    reports = export_tree(args.pytorch, args.out, on_done=lambda r: print(r.line(), flush=True))
+    print(f"exported {len(reports)} networks to {args.out}")
+    return 0
+
+
+def _add_export_onnx(commands) -> None:
+    parser = commands.add_parser(
+        "export-onnx",
+        help="export the core networks of a ditto_pytorch/ tree to ONNX, checked against torch",
+    )
+    parser.add_argument("--pytorch", required=True,
+                        help="the ditto_pytorch/ folder, or a checkpoint tree containing it")
+    parser.add_argument("--out", required=True, help="folder for the ONNX files")
+    parser.set_defaults(run=_cmd_export_onnx)
+
+
 def _add_download(commands) -> None:
     from ditto_fast.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
 
@@ -52,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(run=_cmd_info)
     _add_download(commands)
+    _add_export_onnx(commands)
     return parser
 
 

@@ -6,7 +6,11 @@ op `GridSample3D`; onnxruntime cannot run it. Rewriting a node alone is not enou
 `GridSample` needs opset 20, and moving a graph from opset 17 to 20 changes other operators
 (the Reduce* family takes `axes` as an input from opset 18). So the custom nodes are parked
 in a private domain, the whole graph goes through ONNX's version converter, and the parked
-nodes come back as the target op.
+nodes come back as the standard op.
+
+The other direction keeps the graph's opset: ONNX has no adapters down from opset 20 for
+several ops, and TensorRT >= 10 parses opset 20 and resolves the unknown `GridSample3D` node
+as a plugin by name whatever the opset.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from onnx import helper, version_converter
 CUSTOM_OP = "GridSample3D"
 NATIVE_OP = "GridSample"
 NATIVE_OPSET = 20  # first opset whose GridSample accepts 5-D input
-PLUGIN_OPSET = 17  # the official warp_network.onnx's opset
 _PARKED_DOMAIN = "ditto_fast.parked"
 # Bump when the rewrite changes, so cached files from an older rewrite are not reused.
 _REWRITE_VERSION = 1
@@ -73,22 +76,8 @@ def _plugin_from_native(node: onnx.NodeProto, where: str) -> onnx.NodeProto:
     )
 
 
-def _convert(
-    model: onnx.ModelProto, source_op: str, target_opset: int, rebuild, where: str
-) -> onnx.ModelProto:
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
-    parked = [n for n in model.graph.node if n.op_type == source_op]
-    for node in parked:
-        node.domain = _PARKED_DOMAIN
-    model.opset_import.append(helper.make_opsetid(_PARKED_DOMAIN, 1))
-    model = version_converter.convert_version(model, target_opset)
-    for index, node in enumerate(model.graph.node):
-        if node.domain == _PARKED_DOMAIN:
-            model.graph.node[index].CopyFrom(rebuild(node, where))
-    kept = [o for o in model.opset_import if o.domain != _PARKED_DOMAIN]
-    del model.opset_import[:]
-    model.opset_import.extend(kept)
-    return model
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
 
 
 def count_plugin_nodes(model: onnx.ModelProto) -> int:
@@ -96,17 +85,33 @@ def count_plugin_nodes(model: onnx.ModelProto) -> int:
 
 
 def to_native(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
-    """GridSample3D plugin nodes → standard GridSample at opset 20; other ops are upgraded."""
-    converted = _convert(model, CUSTOM_OP, NATIVE_OPSET, _native_from_plugin, where)
-    onnx.checker.check_model(converted)
-    return converted
+    """GridSample3D plugin nodes → standard GridSample at opset >= 20; other ops upgraded."""
+    model = _copy(model)
+    for node in model.graph.node:
+        if node.op_type == CUSTOM_OP:
+            node.domain = _PARKED_DOMAIN
+    model.opset_import.append(helper.make_opsetid(_PARKED_DOMAIN, 1))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    model = version_converter.convert_version(model, max(opset, NATIVE_OPSET))
+    for index, node in enumerate(model.graph.node):
+        if node.domain == _PARKED_DOMAIN:
+            model.graph.node[index].CopyFrom(_native_from_plugin(node, where))
+    kept = [o for o in model.opset_import if o.domain != _PARKED_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model)
+    return model
 
 
 def to_plugin(model: onnx.ModelProto, where: str = "model") -> onnx.ModelProto:
-    """Standard GridSample nodes → GridSample3D plugin nodes, graph at opset 17 (the official
-    warp_network.onnx form that TensorRT builds with the plugin)."""
-    # The checker does not know the plugin op, so it cannot validate the result.
-    return _convert(model, NATIVE_OP, PLUGIN_OPSET, _plugin_from_native, where)
+    """Standard GridSample nodes → GridSample3D plugin nodes (the official warp_network.onnx
+    form that TensorRT builds with the plugin); the opset is kept. The checker does not know
+    the plugin op, so the result is not validated here."""
+    model = _copy(model)
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == NATIVE_OP:
+            model.graph.node[index].CopyFrom(_plugin_from_native(node, where))
+    return model
 
 
 def cache_dir() -> Path:
