@@ -30,6 +30,25 @@ CONFIG_FILES: dict[str, str] = {
 CFG_DIR, ONNX_DIR, PYTORCH_DIR, TRT_PREFIX = "ditto_cfg", "ditto_onnx", "ditto_pytorch", "ditto_trt_"
 # onnxruntime has no GridSample3D, so it prefers the native-GridSample export of the warp net.
 NATIVE_WARP_ONNX = "warp_network_ori.onnx"
+LMDM_STEM = "lmdm_v0.4_hubert"
+
+# The official ditto_pytorch/ files, by file stem: core networks as .pth, auxiliary networks
+# as ONNX run by onnxruntime. The official tree has a MediaPipe task bundle for landmark478
+# where this names the BlazeFace + FaceMesh pair, which ditto_fast runs in every config.
+PYTORCH_FILES: dict[str, str] = {
+    "insightface_det": "aux_models/det_10g.onnx",
+    "landmark106": "aux_models/2d106det.onnx",
+    "landmark203": "aux_models/landmark203.onnx",
+    "hubert": "aux_models/hubert_streaming_fix_kv.onnx",
+    "blaze_face": "aux_models/blaze_face.onnx",
+    "face_mesh": "aux_models/face_mesh.onnx",
+    "appearance_extractor": "models/appearance_extractor.pth",
+    "motion_extractor": "models/motion_extractor.pth",
+    "stitch_network": "models/stitch_network.pth",
+    "warp_network": "models/warp_network.pth",
+    "decoder": "models/decoder.pth",
+    LMDM_STEM: "models/lmdm_v0.4_hubert.pth",
+}
 
 _PRECISION_SUFFIXES = ("_fp16", "_fp32")
 

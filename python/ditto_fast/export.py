@@ -19,16 +19,19 @@ import torch
 from ditto_fast.backends.onnx_gridsample import to_plugin
 from ditto_fast.backends.onnxruntime import OnnxRuntimeNetwork
 from ditto_fast.backends.torch import TorchNetwork
-from ditto_fast.checkpoints import NATIVE_WARP_ONNX, PYTORCH_DIR
+from ditto_fast.checkpoints import LMDM_STEM, NATIVE_WARP_ONNX, PYTORCH_DIR, PYTORCH_FILES
 from ditto_fast.contract import MODELS
-from ditto_fast.synthetic.config_pickles import PYTORCH_FILES
 
 EXPORT_OPSET = 20  # 5-D GridSample needs it
 CORE_NETWORKS = ("appearance_extractor", "motion_extractor", "warp_network", "decoder",
                  "stitch_network", "lmdm")
-ONNX_NAMES = {name: f"{name}.onnx" for name in CORE_NETWORKS} | {"lmdm": "lmdm_v0.4_hubert.onnx"}
-PTH_FILES = {name: PYTORCH_FILES["lmdm_v0.4_hubert" if name == "lmdm" else name]
-             for name in CORE_NETWORKS}
+
+def _stem(network: str) -> str:
+    return LMDM_STEM if network == "lmdm" else network
+
+
+ONNX_NAMES = {name: f"{_stem(name)}.onnx" for name in CORE_NETWORKS}
+PTH_FILES = {name: PYTORCH_FILES[_stem(name)] for name in CORE_NETWORKS}
 # Largest |onnxruntime - torch| accepted, relative to the output's scale. Deep fp32 graphs
 # reassociate sums differently in the two runtimes; LMDM's x0 is amplified by the guidance.
 TOLERANCE = {"lmdm": 1e-3}
