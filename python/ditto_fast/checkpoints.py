@@ -57,6 +57,11 @@ class CheckpointError(FileNotFoundError):
     """A checkpoint tree or one of its files is missing."""
 
 
+def file_stem(network: str) -> str:
+    """The stem of a network's official files: LMDM's carry its version (`lmdm_v0.4_hubert`)."""
+    return LMDM_STEM if network == "lmdm" else network
+
+
 def network_stem(model_path: str | Path) -> str:
     """The network's file stem, whatever the format: `lmdm_v0.4_hubert_fp32.engine` and
     `lmdm_v0.4_hubert.onnx` both give `lmdm_v0.4_hubert`."""
