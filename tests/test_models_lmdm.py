@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_REF
 import torch
 
-from ditto_fast.models.diffusion_schedule import (
+from ditto_fast.diffusion_schedule import (
     MAX_BETA,
     cosine_alphas_cumprod,
     cosine_betas,
@@ -27,7 +28,7 @@ from ditto_fast.models.checkpoint_format import load_state
 from ditto_fast.models.lmdm import GuidedLMDM, MotionDecoder
 from ditto_fast.models.lmdm_hoisted import HoistedLMDM
 
-REF = Path("/work/shared/ref")
+REF = SHARED_REF
 TINY = dict(latent_dim=32, ff_dim=64, num_layers=2, num_heads=4, num_cond_layers=2)
 FRAMES, MOTION, AUDIO = 80, 265, 1103
 

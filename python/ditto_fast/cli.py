@@ -47,6 +47,31 @@ def _add_export_onnx(commands) -> None:
     parser.set_defaults(run=_cmd_export_onnx)
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from ditto_fast.synthetic.tree import write_synthetic_tree
+
+    report = write_synthetic_tree(args.out, args.size, args.seed, args.overwrite,
+                                  progress=lambda message: print(message, flush=True))
+    total = sum(report.parameters.values())
+    print(f"synthetic {args.size} tree in {args.out}: {report.total_bytes() / 2**20:.1f} MiB, "
+          f"{total:,} parameters in the core networks (weights are synthetic)")
+    return 0
+
+
+def _add_synth(commands) -> None:
+    parser = commands.add_parser(
+        "synth", help="write a checkpoint tree with the official layout and synthetic weights"
+    )
+    parser.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                        help="tiny: constructed small models (tests, demo); full: real sizes, "
+                             "random weights (benchmarks)")
+    parser.add_argument("--out", required=True, help="folder to write the tree into")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing synthetic tree at --out")
+    parser.set_defaults(run=_cmd_synth)
+
+
 def _add_download(commands) -> None:
     from ditto_fast.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
 
@@ -70,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="print the version, CUDA build, visible GPUs and optional packages"
     )
     info.set_defaults(run=_cmd_info)
+    _add_synth(commands)
     _add_download(commands)
     _add_export_onnx(commands)
     return parser

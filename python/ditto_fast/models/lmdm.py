@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .diffusion_schedule import cosine_alphas_cumprod
+from ditto_fast.diffusion_schedule import cosine_alphas_cumprod
 
 LAYER_NORM_EPS = 1e-5
 ROTARY_THETA = 10000.0

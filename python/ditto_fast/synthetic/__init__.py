@@ -1,0 +1,1 @@
+"""Synthetic Ditto checkpoints: tiny hand-built models with the official tensor contract."""
