@@ -7,9 +7,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 import ditto_fast
+import pytest
 from ditto_fast import _core, environment
 from ditto_fast.cli import main
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_REF
 import torch
-
+from conftest import SHARED_REF
 from ditto_fast.diffusion_schedule import (
     MAX_BETA,
     cosine_alphas_cumprod,

@@ -8,17 +8,15 @@ lines of NumPy from DITTO_SPEC, so the checks do not lean on the code under test
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import SHARED_REF
-
 from ditto_fast import contract
 from ditto_fast.backends.onnx_gridsample import count_plugin_nodes, to_native, to_plugin
-from ditto_fast.synthetic import face_layout
 from ditto_fast.diffusion_schedule import cosine_alphas_cumprod
+from ditto_fast.synthetic import face_layout
 from ditto_fast.synthetic.tiny_models import blazeface_anchor_centres, build_tiny_onnx_set
 
 REF = SHARED_REF

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ditto_fast.errors import one_line
+
 OFFICIAL_REPO = "digital-avatar/ditto-talkinghead"
 
 # What each part of the tree is, so users fetch only what their backend needs: the full
@@ -54,9 +56,8 @@ def download_checkpoints(
     try:
         snapshot_download(repo, revision=revision, local_dir=out, allow_patterns=patterns)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DownloadError(
-            f"could not fetch {repo} into {out}: {reason} (check the network; run the same "
+            f"could not fetch {repo} into {out}: {one_line(exc)} (check the network; run the same "
             "command again to resume)"
         ) from None
     return out

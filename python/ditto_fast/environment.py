@@ -10,6 +10,7 @@ import importlib
 from dataclasses import dataclass
 
 from ditto_fast import __version__
+from ditto_fast.errors import one_line
 
 # Import name and the name users know it by, in the order the report lists them.
 OPTIONAL_PARTS: tuple[tuple[str, str], ...] = (
@@ -59,8 +60,7 @@ def probe_part(module: str, label: str) -> PartStatus:
     try:
         imported = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - a broken optional install must not stop the report
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return PartStatus(label, False, reason)
+        return PartStatus(label, False, one_line(exc))
     return PartStatus(label, True, str(getattr(imported, "__version__", "version unknown")))
 
 

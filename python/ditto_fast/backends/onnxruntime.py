@@ -20,6 +20,7 @@ import numpy as np
 from ditto_fast.backends.base import MissingBackendError
 from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError, native_model_path
 from ditto_fast.contract import TensorInfo, check_model
+from ditto_fast.errors import one_line
 
 try:
     import onnxruntime as ort
@@ -47,7 +48,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def session_options(threads: int | None = None) -> "ort.SessionOptions":
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cores()
     options.inter_op_num_threads = 1
@@ -95,8 +96,7 @@ class OnnxRuntimeNetwork:
         except GridSampleRewriteError:
             raise
         except Exception as exc:  # onnx and onnxruntime raise several unrelated error types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{self.path}: onnxruntime cannot load {name}: {first_line}") from exc
+            raise ValueError(f"{self.path}: onnxruntime cannot load {name}: {one_line(exc)}") from exc
         self.inputs = tuple(_info(i) for i in self._session.get_inputs())
         self.outputs = tuple(_info(o) for o in self._session.get_outputs())
         check_model(name, str(self.path), self.inputs, self.outputs)

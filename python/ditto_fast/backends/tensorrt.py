@@ -65,7 +65,7 @@ class TensorRTNetwork:
     """One engine and its execution context, bound by tensor name."""
 
     def __init__(self, name: str, path: str | Path, device: str = "cuda",
-                 stream: "torch.cuda.Stream | None" = None) -> None:
+                 stream: torch.cuda.Stream | None = None) -> None:
         self.name = name
         self.path = Path(path)
         self.device = device
@@ -99,7 +99,7 @@ class TensorRTNetwork:
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         check_model(name, str(self.path), self.inputs, self.outputs)
 
-    def run_on_device(self, **tensors: "torch.Tensor") -> tuple["torch.Tensor", ...]:
+    def run_on_device(self, **tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run on device tensors; returns device tensors, valid once `self.stream` has run.
 
         Inputs must live on this network's device; they are cast to the engine's dtypes.

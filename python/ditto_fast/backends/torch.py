@@ -23,6 +23,7 @@ import numpy as np
 
 from ditto_fast.backends.base import MissingBackendError
 from ditto_fast.contract import MODELS, TensorInfo, check_model
+from ditto_fast.errors import one_line
 from ditto_fast.safe_pickle import UnsafePickleError
 
 try:
@@ -74,11 +75,10 @@ def read_checkpoint(path: Path) -> Mapping[str, Any]:
     except pickle.UnpicklingError as exc:
         raise UnsafePickleError(
             f"{path}: refusing to load: it holds objects other than tensors and plain data; "
-            f"the file may be unsafe ({str(exc).strip().splitlines()[0]})"
+            f"the file may be unsafe ({one_line(exc)})"
         ) from None
     except Exception as exc:  # torch.load fails on corrupt files with many error types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({one_line(exc)})") from None
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path}: checkpoint holds a {type(checkpoint).__name__}, expected a dict")
     return checkpoint

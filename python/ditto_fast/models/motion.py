@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,16 +115,11 @@ class MotionExtractor(nn.Module):
     Outputs are raw head values (angle-bin logits, no activation).
     """
 
-    def __init__(
-        self,
-        in_chans: int = 3,
-        depths: Sequence[int] = (3, 3, 9, 3),
-        dims: Sequence[int] = (96, 192, 384, 768),
-        num_kp: int = 21,
-        num_bins: int = 66,
-    ) -> None:
+    def __init__(self, **sizes: Any) -> None:
+        """`sizes`: ConvNeXtV2's arguments. The wrapper exists for the checkpoint's key
+        prefix `detector.`."""
         super().__init__()
-        self.detector = ConvNeXtV2(in_chans, depths, dims, num_kp, num_bins)
+        self.detector = ConvNeXtV2(**sizes)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.detector(image)

@@ -25,7 +25,13 @@ import onnx
 from ditto_fast import __version__
 from ditto_fast.backends.onnx_gridsample import to_plugin
 from ditto_fast.checkpoints import (
-    CFG_DIR, CONFIG_FILES, NATIVE_WARP_ONNX, ONNX_DIR, PYTORCH_DIR, PYTORCH_FILES, file_stem,
+    CFG_DIR,
+    CONFIG_FILES,
+    NATIVE_WARP_ONNX,
+    ONNX_DIR,
+    PYTORCH_DIR,
+    PYTORCH_FILES,
+    file_stem,
 )
 from ditto_fast.export import CORE_NETWORKS, export_tree
 from ditto_fast.synthetic.config_pickles import engine_config, pytorch_config

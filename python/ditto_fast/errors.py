@@ -1,0 +1,13 @@
+"""Shared error formatting: messages users read are one line long."""
+
+from __future__ import annotations
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none.
+
+    Third-party errors (onnxruntime, torch, the hub client) often carry multi-line dumps;
+    ours quote just the line that says what went wrong.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
