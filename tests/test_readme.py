@@ -14,7 +14,8 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
 @pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i}" for i in range(len(EXAMPLES))])
-def test_python_example_runs(code):
+def test_python_example_runs(code, monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples use paths relative to the repository, as a reader would
     exec(compile(code, "README.md", "exec"), {})
 
 
