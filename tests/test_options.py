@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ditto_fast.options import OPTION_NAMES, PRESETS, RenderOptions, parse_assignment, resolve_options
 
 SPEC_2_4_KEYS = {
@@ -61,7 +60,8 @@ def test_every_emo_form_is_accepted(emo):
         ({"fade_in": 0}, "fade_in=0"),
         ({"seed": -2}, "seed=-2"),
         ({"crop_flag_do_rot": "yes"}, "crop_flag_do_rot='yes'"),
-        ({"sampling_timestep": 10}, "unknown option 'sampling_timestep' in the render options (did you mean 'sampling_timesteps'?)"),
+        ({"sampling_timestep": 10},
+         "unknown option 'sampling_timestep' in the render options (did you mean 'sampling_timesteps'?)"),
     ],
 )
 def test_bad_values_name_the_option_and_what_it_accepts(values, message):
