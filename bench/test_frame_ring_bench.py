@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ditto_fast._core import FrameRing
 
 SIZES = {"512": (512, 512), "1432": (1432, 1432), "1080p": (1080, 1920)}

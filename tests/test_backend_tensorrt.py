@@ -12,6 +12,7 @@ import sys
 import types
 
 import pytest
+
 from ditto_fast.backends.base import MissingBackendError
 from ditto_fast.contract import ContractError
 

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from ditto_fast.checkpoints import CheckpointError, find_tree, network_stem
 from ditto_fast.config import ConfigError, parse_config
 from ditto_fast.safe_pickle import UnsafePickleError, load_plain_pickle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ditto_fast.contract import MODELS, ContractError, TensorInfo, check_model, hubert_frames
 
 

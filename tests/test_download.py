@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from ditto_fast.cli import build_parser, main
 from ditto_fast.download import PARTS, download_checkpoints
 

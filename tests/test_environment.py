@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 
-import ditto_fast
 import pytest
+
+import ditto_fast
 from ditto_fast import _core, environment
 from ditto_fast.cli import main
 

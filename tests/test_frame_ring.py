@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from ditto_fast import _core
 from ditto_fast._core import FrameRing, RingClosed
 

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from conftest import SHARED_REF
 from ditto_fast.diffusion_schedule import (
     MAX_BETA,

@@ -6,6 +6,7 @@ import pathlib
 import threading
 
 import pytest
+
 from ditto_fast.checkpoints import find_tree
 from ditto_fast.networks import NetworkSet, resolve_backend
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from ditto_fast.options import OPTION_NAMES, PRESETS, RenderOptions, parse_assignment, resolve_options
 
 SPEC_2_4_KEYS = {

@@ -7,6 +7,7 @@ import os
 import av
 import numpy as np
 import pytest
+
 from ditto_fast.stages.writer import FPS, OutputError, VideoWriter, check_writable
 
 

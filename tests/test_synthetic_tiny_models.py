@@ -12,6 +12,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from conftest import SHARED_REF
 from ditto_fast import contract
 from ditto_fast.backends.onnx_gridsample import count_plugin_nodes, to_native, to_plugin
