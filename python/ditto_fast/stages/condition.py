@@ -1,0 +1,125 @@
+"""Per-frame LMDM condition rows: audio features plus emotion, eye and source-keypoint context (DITTO_SPEC §5.7).
+
+Each row is ``[audio 1024 | emo 8 | eye_open 2 | eye_ball 6 | sc 63]`` = 1103 float32 values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ditto_fast.stages.source import mirror_index
+
+NUM_EMOTIONS = 8
+EMOTION_LABELS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise", "Contempt")
+AUDIO_FEATURE_DIM = 1024
+EYE_OPEN_DIM = 2
+EYE_BALL_DIM = 6
+KEYPOINT_DIM = 63
+CONDITION_DIM = AUDIO_FEATURE_DIM + NUM_EMOTIONS + EYE_OPEN_DIM + EYE_BALL_DIM + KEYPOINT_DIM  # 1103
+
+# The logit given to each selected label before the softmax; one label ends up at 0.997657.
+_EMOTION_LOGIT = 8.0
+
+EmotionSpec = int | Sequence[int] | Sequence[Sequence[int]] | np.ndarray
+
+_ACCEPTED_EMO_FORMS = ("an int label in [0, 8), a list/tuple of 1..7 int labels, a list of such "
+                       "lists/tuples (one emotion per frame, cycled), or a float ndarray of shape (m, 8)")
+
+
+def _is_label(value: object) -> bool:
+    # The reference accepts Python ints only (bool is an int subclass there too); numpy integer
+    # scalars are rejected, and so are they here.
+    return isinstance(value, int)
+
+
+def _label_softmax(labels: int | Sequence[int]) -> np.ndarray:
+    """Softmax (float32, max-shifted) of an 8-vector holding 8 at each label and 0 elsewhere."""
+    logits = np.zeros(NUM_EMOTIONS, dtype=np.float32)
+    for label in [labels] if _is_label(labels) else labels:
+        if not _is_label(label) or not 0 <= label < NUM_EMOTIONS:
+            raise ValueError(f"emo: label {label!r} is not an int in [0, {NUM_EMOTIONS})")
+        logits[label] = _EMOTION_LOGIT
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def parse_emo(emo: EmotionSpec) -> np.ndarray:
+    """The emotion sequence ``(m, 8)`` float32 that condition rows cycle through.
+
+    Raises ValueError for anything outside the four accepted forms (as the reference does).
+    """
+    if isinstance(emo, np.ndarray):
+        if emo.ndim == 2 and emo.shape[1] == NUM_EMOTIONS and len(emo) > 0:
+            return emo.astype(np.float32)
+    elif _is_label(emo):
+        if 0 <= emo < NUM_EMOTIONS:
+            return _label_softmax(emo)[None]
+    elif isinstance(emo, (list, tuple)) and emo:
+        if _is_label(emo[0]) and len(emo) < NUM_EMOTIONS:
+            return _label_softmax(emo)[None]
+        if isinstance(emo, list) and isinstance(emo[0], (list, tuple)):
+            return np.stack([_label_softmax(labels) for labels in emo])
+    raise ValueError(f"emo: unsupported value {emo!r}; expected {_ACCEPTED_EMO_FORMS}")
+
+
+def _as_rows(name: str, array: np.ndarray, width: int) -> np.ndarray:
+    rows = np.asarray(array, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != width or len(rows) == 0:
+        raise ValueError(f"ConditionHandler: {name} must have shape (n_src>=1, {width}), got {rows.shape}")
+    return rows
+
+
+class ConditionHandler:
+    """Builds LMDM condition rows for a run of audio frames starting at a global frame index.
+
+    The reference keeps pre-tiled 80-frame copies of the constant parts for n == 80; they hold
+    exactly the rows the index path below selects (frame 0 when there is one source frame or in
+    eye_f0_mode, emotion 0 when there is one emotion), so a single path serves every n.
+    """
+
+    def __init__(self, sc: np.ndarray, eye_open: np.ndarray, eye_ball: np.ndarray,
+                 emo: EmotionSpec = 4, eye_f0_mode: bool = False) -> None:
+        """
+        sc: (63,) source keypoints (frame 0, unsmoothed); eye_open (n_src, 2) and eye_ball
+        (n_src, 6): per-source-frame eye features; emo: any form `parse_emo` accepts;
+        eye_f0_mode: use source frame 0's eye features for every frame.
+        """
+        self.sc = np.asarray(sc, dtype=np.float32).reshape(-1)
+        if self.sc.shape != (KEYPOINT_DIM,):
+            raise ValueError(f"ConditionHandler: sc must hold {KEYPOINT_DIM} values, got {self.sc.shape}")
+        self.eye_open = _as_rows("eye_open", eye_open, EYE_OPEN_DIM)
+        self.eye_ball = _as_rows("eye_ball", eye_ball, EYE_BALL_DIM)
+        if len(self.eye_open) != len(self.eye_ball):
+            raise ValueError(f"ConditionHandler: eye_open has {len(self.eye_open)} source frames but "
+                             f"eye_ball has {len(self.eye_ball)}")
+        self.emotions = parse_emo(emo)
+        self.eye_f0_mode = bool(eye_f0_mode)
+
+    @property
+    def num_source_frames(self) -> int:
+        return len(self.eye_open)
+
+    def __call__(self, aud_feat: np.ndarray, idx: int) -> np.ndarray:
+        """Condition rows (n, 1103) float32 for audio frames ``idx .. idx+n-1``.
+
+        Negative indices (the online warm-up buffer) use the context of frame 0.
+        """
+        aud_feat = np.asarray(aud_feat)
+        if aud_feat.ndim != 2 or aud_feat.shape[1] != AUDIO_FEATURE_DIM:
+            raise ValueError(f"ConditionHandler: aud_feat must have shape (n, {AUDIO_FEATURE_DIM}), "
+                             f"got {aud_feat.shape}")
+        n = len(aud_feat)
+        frames = np.maximum(np.arange(idx, idx + n), 0)
+        if self.eye_f0_mode:
+            eye_rows = np.zeros(n, dtype=np.int64)
+        else:
+            eye_rows = np.array([mirror_index(j, self.num_source_frames) for j in frames.tolist()], dtype=np.int64)
+        return np.concatenate([
+            aud_feat.astype(np.float32, copy=False),
+            self.emotions[frames % len(self.emotions)],
+            self.eye_open[eye_rows],
+            self.eye_ball[eye_rows],
+            np.broadcast_to(self.sc, (n, KEYPOINT_DIM)),
+        ], axis=1)

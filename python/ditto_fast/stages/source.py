@@ -1,0 +1,63 @@
+"""Source portrait loading: read, size limit, and the ping-pong frame order (DITTO_SPEC §5.1, §5.9).
+
+The loaded RGB frames are both the detector's input and the paste-back backgrounds, so the
+size rule below also fixes the output video's frame size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEFAULT_MAX_SIZE = 1920
+# Frame sides are floored to a multiple of this (the H.264 writer needs even sizes).
+SIZE_DIVISION = 2
+
+
+def check_resize(h: int, w: int, max_dim: int, division: int = SIZE_DIVISION) -> tuple[int, int, bool]:
+    """(new_h, new_w, resized) for an h×w frame: the long side capped at `max_dim` (≤ 0: no cap),
+    then both sides floored to a multiple of `division`."""
+    new_h, new_w = h, w
+    if max_dim > 0 and max(h, w) > max_dim:
+        # Python's round (half to even) on the float ratio, as the reference.
+        if h > w:
+            new_h, new_w = max_dim, int(round(w * max_dim / h))
+        else:
+            new_h, new_w = int(round(h * max_dim / w)), max_dim
+    new_h -= new_h % division
+    new_w -= new_w % division
+    return new_h, new_w, (new_h, new_w) != (h, w)
+
+
+def resize_to_limit(frame: np.ndarray, max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
+    """`frame` resized (cv2 bilinear) to the size `check_resize` gives, or unchanged."""
+    h, w = frame.shape[:2]
+    new_h, new_w, resized = check_resize(h, w, max_size)
+    if new_h == 0 or new_w == 0:
+        raise ValueError(f"a {h}x{w} frame is too small: it would be resized to {new_h}x{new_w}")
+    return cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if resized else frame
+
+
+def load_image(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE) -> np.ndarray:
+    """An image file (jpg, png, webp, ...) as RGB uint8 (h, w, 3), size-limited by `resize_to_limit`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: not a readable image")
+    try:
+        return resize_to_limit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_size)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def mirror_index(i: int, n: int) -> int:
+    """Source frame for output frame `i` with `n` source frames: 0..n-1, n-1..0, 0..n-1, ..."""
+    if n <= 0:
+        raise ValueError(f"mirror_index: the source has no frames (n={n})")
+    lap, offset = divmod(i, n)
+    return offset if lap % 2 == 0 else n - 1 - offset
