@@ -1,4 +1,5 @@
-"""Source portrait loading: read, size limit, and the ping-pong frame order (DITTO_SPEC §5.1, §5.9).
+"""Source loading (images and videos): read, size limit, and the ping-pong frame order
+(DITTO_SPEC §5.1, §5.9).
 
 The loaded RGB frames are both the detector's input and the paste-back backgrounds, so the
 size rule below also fixes the output video's frame size.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -53,6 +55,43 @@ def load_image(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE) -
         return resize_to_limit(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_size)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def load_video(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE,
+               max_frames: int = -1) -> list[np.ndarray]:
+    """A video's frames as RGB uint8, at most `max_frames` (all when <= 0); the first frame's
+    size rule applies to every frame, as in the reference."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path}: neither an image nor a video with a picture stream")
+            for frame in container.decode(video=0):
+                rgb = frame.to_ndarray(format="rgb24")
+                if frames and rgb.shape != frames[0].shape:
+                    rgb = cv2.resize(rgb, frames[0].shape[1::-1], interpolation=cv2.INTER_LINEAR)
+                frames.append(rgb if frames else resize_to_limit(rgb, max_size))
+                if 0 < max_frames <= len(frames):
+                    break
+    except av.FFmpegError as exc:
+        raise ValueError(f"{path}: not a readable image or video ({exc})") from None
+    if not frames:
+        raise ValueError(f"{path}: the video has no frames")
+    return frames
+
+
+def load_source(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE,
+                max_frames: int = -1) -> tuple[list[np.ndarray], bool]:
+    """(frames, is_image): an image file gives one frame; anything else is read as a video."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such source file")
+    if cv2.haveImageReader(str(path)):
+        return [load_image(path, max_size)], True
+    return load_video(path, max_size, max_frames), False
 
 
 def mirror_index(i: int, n: int) -> int:
