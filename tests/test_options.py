@@ -60,6 +60,7 @@ def test_every_emo_form_is_accepted(emo):
         ({"overall_ctrl_info": {"yaw": 1}}, "overall_ctrl_info has unknown controls ['yaw']"),
         ({"fade_in": 0}, "fade_in=0"),
         ({"seed": -2}, "seed=-2"),
+        ({"ch_info": {"x_s_info": 1}}, "expected None or a registered Avatar"),
         ({"crop_flag_do_rot": "yes"}, "crop_flag_do_rot='yes'"),
         ({"sampling_timestep": 10},
          "unknown option 'sampling_timestep' in the render options (did you mean 'sampling_timesteps'?)"),

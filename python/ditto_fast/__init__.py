@@ -7,4 +7,24 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+# The API imports NumPy, OpenCV and onnxruntime; `ditto-fast info` must work without them,
+# so the names below load on first use.
+_LAZY = {
+    "Renderer": "ditto_fast.renderer",
+    "RenderResult": "ditto_fast.renderer",
+    "Avatar": "ditto_fast.stages.avatar",
+    "RenderOptions": "ditto_fast.options",
+    "Frame": "ditto_fast.engine.offline",
+    "RenderJob": "ditto_fast.engine.offline",
+    "RenderInfo": "ditto_fast.engine.offline",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ditto_fast' has no attribute {name!r}")

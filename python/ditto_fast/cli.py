@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from pickle import UnpicklingError
 
@@ -26,6 +28,70 @@ def _cmd_download(args: argparse.Namespace) -> int:
     out = download_checkpoints(args.out, parts=args.parts, repo=args.repo, revision=args.revision)
     print(f"checkpoints ({', '.join(args.parts)}) are in {out}")
     return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (redrawn in place when stderr is a terminal)."""
+
+    def __init__(self, label: str, stream=sys.stderr) -> None:
+        self.label, self.stream = label, stream
+        self.interactive = stream.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.interactive and done not in (1, total) and done % 25:
+            return  # in logs, a line every second of video
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        filled = int(30 * done / max(total, 1))
+        line = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} frames, {rate:.1f} frames/s"
+        end = "\r" if self.interactive and done < total else "\n"
+        print(line, end=end, file=self.stream, flush=True)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from ditto_fast.demo import write_demo_inputs
+    from ditto_fast.options import parse_assignment
+    from ditto_fast.renderer import Renderer
+
+    if args.demo == bool(args.source or args.audio):
+        raise ValueError("give --source and --audio, or --demo (which makes its own inputs)")
+    if not args.demo and not (args.source and args.audio):
+        raise ValueError("--source and --audio go together")
+    options = dict(parse_assignment(item) for item in args.set)
+    for name in ("seed", "emo"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    renderer = Renderer(args.checkpoints, backend=args.backend, cfg=args.cfg)
+    if renderer.synthetic:
+        print(f"note: {args.checkpoints} holds synthetic weights: the video shows the pipeline, "
+              "not Ditto's quality", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
+        source, audio = (write_demo_inputs(scratch) if args.demo else (args.source, args.audio))
+        result = renderer.render_to_file(source, audio, args.out, preset=args.preset,
+                                         progress=ProgressBar("rendering"), **options)
+    print(result.summary() + (" (synthetic weights)" if renderer.synthetic else ""))
+    return 0
+
+
+def _add_render(commands) -> None:
+    from ditto_fast.options import PRESETS
+    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
+
+    parser = commands.add_parser("render", help="render a portrait speaking an audio file into an mp4")
+    parser.add_argument("--source", help="portrait image (jpg/png/webp) or video (mp4/mov)")
+    parser.add_argument("--audio", help="speech audio (wav/flac/ogg/mp3, any rate and channels)")
+    parser.add_argument("--demo", action="store_true", help="render the project's own sample portrait and speech")
+    parser.add_argument("--out", required=True, help="output .mp4 (written only when the render finishes)")
+    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
+                        help=f"checkpoint tree (default: {DEFAULT_CHECKPOINTS}, synthetic weights)")
+    parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="speed/quality starting point")
+    parser.add_argument("--seed", type=int, help="same inputs and seed give identical frames")
+    parser.add_argument("--emo", type=int, help="emotion label 0-7 (4 neutral); lists via --set emo=[3,4]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
+    parser.set_defaults(run=_cmd_render)
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -95,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="print the version, CUDA build, visible GPUs and optional packages"
     )
     info.set_defaults(run=_cmd_info)
+    _add_render(commands)
     _add_synth(commands)
     _add_download(commands)
     _add_export_onnx(commands)

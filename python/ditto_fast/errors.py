@@ -11,3 +11,15 @@ def one_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plainly created file (or folder) gets under the current umask.
+
+    Temporary files start private (0600); outputs renamed from them should not stay so.
+    """
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask

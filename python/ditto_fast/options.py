@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ditto_fast.stages.avatar import Avatar
+
 MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
 # Per-frame controls (ctrl_info / overall_ctrl_info entries), as the reference's stitch reads them.
 FRAME_CONTROLS = frozenset({
@@ -41,7 +43,7 @@ class RenderOptions:
     # condition
     emo: Any = 4  # int | list[int] | list[list[int]] | ndarray (m, 8)
     eye_f0_mode: bool = False
-    ch_info: dict | None = None
+    ch_info: Avatar | None = None  # a registered condition source (the reference's ch_info)
     # audio-to-motion
     overlap_v2: int = 10
     fix_kp_cond: int = 0
@@ -230,8 +232,8 @@ def _check_ctrl_info(options: RenderOptions) -> None:
 
 
 def _check_ch_info(options: RenderOptions) -> None:
-    if options.ch_info is not None and not isinstance(options.ch_info, Mapping):
-        _fail("ch_info", options.ch_info, "None or a registered source-info dict")
+    if options.ch_info is not None and not isinstance(options.ch_info, Avatar):
+        _fail("ch_info", options.ch_info, "None or a registered Avatar (the condition source)")
 
 
 def _check_seed(options: RenderOptions) -> None:

@@ -19,7 +19,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from ditto_fast.errors import one_line
+from ditto_fast.errors import default_mode, one_line
 
 FPS = 25
 DEFAULT_CRF = 18
@@ -90,13 +90,23 @@ class VideoWriter:
 
     def _mux_audio(self) -> None:
         # The whole input audio, re-encoded to AAC, like the reference's ffmpeg mux.
+        # Frames carry their sample position as pts: the AAC encoder then marks its priming
+        # samples with negative timestamps and the muxer writes an edit list that hides them,
+        # so the track is as long as the input (not 1024 samples longer).
         resampler = av.AudioResampler(format="fltp", layout=self._audio.layout, rate=self._audio.rate)
+        position = 0
+
+        def encode(frames) -> None:
+            nonlocal position
+            for converted in frames:
+                converted.pts, converted.time_base = position, Fraction(1, self._audio.rate)
+                position += converted.samples
+                self._container.mux(self._audio.encode(converted))
+
         for frame in self._audio_source.decode(audio=0):
             frame.pts = None
-            for converted in resampler.resample(frame):
-                self._container.mux(self._audio.encode(converted))
-        for converted in resampler.resample(None):
-            self._container.mux(self._audio.encode(converted))
+            encode(resampler.resample(frame))
+        encode(resampler.resample(None))
         self._container.mux(self._audio.encode(None))
 
     def close(self) -> Path:
@@ -106,6 +116,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._mux_audio()
             self._container.close()
+            os.chmod(self._tmp, default_mode())
             os.replace(self._tmp, self.path)
         except Exception as exc:
             self._discard()

@@ -33,6 +33,7 @@ from ditto_fast.checkpoints import (
     PYTORCH_FILES,
     file_stem,
 )
+from ditto_fast.errors import default_mode
 from ditto_fast.export import CORE_NETWORKS, export_tree
 from ditto_fast.synthetic.config_pickles import engine_config, pytorch_config
 from ditto_fast.synthetic.torch_checkpoints import Size, write_checkpoint
@@ -135,6 +136,7 @@ def write_synthetic_tree(
         _fill_tree(staging, size, seed, report, progress)
         if out.exists():
             shutil.rmtree(out)
+        os.chmod(staging, default_mode(directory=True))
         os.replace(staging, out)
     finally:
         if staging.exists():

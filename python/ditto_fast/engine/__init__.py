@@ -1,0 +1,1 @@
+"""Schedulers that run the stages: offline (whole utterance) and, later, online (streaming)."""

@@ -1,0 +1,113 @@
+"""The public API: `Renderer` registers portraits and renders speech into talking-head video.
+
+    from ditto_fast import Renderer
+    r = Renderer("checkpoints/synthetic-tiny")
+    avatar = r.register("portrait.jpg")
+    r.render_to_file(avatar, "speech.wav", "out.mp4", emo=4, seed=0)
+
+Thread safety: one Renderer may be shared by threads; its networks load once. Each `render()`
+job runs its own producer thread and must be iterated by one consumer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditto_fast.checkpoints import find_tree
+from ditto_fast.config import load_config
+from ditto_fast.demo import write_wav
+from ditto_fast.engine.offline import RenderInfo, RenderJob
+from ditto_fast.networks import Backend, NetworkSet
+from ditto_fast.options import RenderOptions, resolve_options
+from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio
+from ditto_fast.stages.avatar import Avatar
+from ditto_fast.stages.register import register
+from ditto_fast.stages.writer import VideoWriter, check_writable
+from ditto_fast.synthetic.tree import is_synthetic
+
+DEFAULT_CHECKPOINTS = Path("checkpoints") / "synthetic-tiny"
+Source = Avatar | str | Path
+Audio = str | Path | np.ndarray  # a file, or float32 mono samples at 16 kHz
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    path: Path
+    frames: int
+    seconds: float  # wall-clock time of the whole render
+    info: RenderInfo
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        return f"{self.path}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s)"
+
+
+class Renderer:
+    """Loads a checkpoint tree once; registers sources and renders audio with them."""
+
+    def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: Backend = "auto",
+                 device: str = "cpu", cfg: str | Path | None = None) -> None:
+        """`cfg`: a config pickle whose `default_kwargs` replace the tree's (the reference's
+        `cfg_pkl`); model files always come from the tree."""
+        self.checkpoints = Path(checkpoints)
+        tree = find_tree(self.checkpoints)
+        self.networks = NetworkSet(tree, backend, device)
+        self.synthetic = is_synthetic(self.checkpoints)
+        config = load_config(cfg, tree.root) if cfg is not None else self.networks.config
+        self._defaults = config.default_kwargs
+
+    @property
+    def backend(self) -> str:
+        return self.networks.backend
+
+    def options(self, preset: str | None = None, **overrides: Any) -> RenderOptions:
+        """Resolved options: `overrides` over the preset over the config's defaults."""
+        return resolve_options(overrides, self._defaults, preset)
+
+    def register(self, source: str | Path, **options: Any) -> Avatar:
+        """Detect, crop and encode a portrait (or every frame of a video) once."""
+        return register(source, self.networks, self.options(**options))
+
+    def render(self, source: Source, audio: Audio, *, preset: str | None = None, **options: Any) -> RenderJob:
+        """A lazy render of `audio` spoken by `source`; iterate it for frames (see RenderJob)."""
+        resolved = self.options(preset, **options)
+        avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
+        return RenderJob(self.networks, avatar, _samples(audio), resolved)
+
+    def render_to_file(self, source: Source, audio: Audio, out: str | Path, *, preset: str | None = None,
+                       progress: Callable[[int, int], None] | None = None, **options: Any) -> RenderResult:
+        """Render into an mp4 (H.264 + the input audio as AAC). The file appears only when the
+        render finished: on any error or interruption nothing is left at `out`."""
+        out = check_writable(out)  # before any work
+        started = time.perf_counter()
+        job = self.render(source, audio, preset=preset, **options)
+        height, width = job.info.frame_size
+        with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
+            audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)
+            with VideoWriter(out, width, height, audio_path=audio_path) as writer:
+                for frame in job:
+                    writer.write(frame.rgb)
+                    if progress is not None:
+                        progress(frame.index + 1, job.info.num_frames)
+        return RenderResult(out, writer.frames, time.perf_counter() - started, job.info)
+
+
+def _samples(audio: Audio) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        if audio.ndim != 1 or audio.dtype != np.float32:
+            raise AudioError(f"audio arrays must be float32 mono at {SAMPLE_RATE} Hz, got {audio.dtype} "
+                             f"{audio.shape}")
+        if audio.size == 0:
+            raise AudioError("the audio array contains no samples")
+        return audio
+    return load_audio(audio)
