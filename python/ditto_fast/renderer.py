@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +56,20 @@ class Renderer:
     """Loads a checkpoint tree once; registers sources and renders audio with them."""
 
     def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: Backend = "auto",
-                 device: str = "cpu", cfg: str | Path | None = None) -> None:
+                 device: str = "cpu", cfg: str | Path | None = None,
+                 cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """`cfg`: a config pickle whose `default_kwargs` replace the tree's (the reference's
-        `cfg_pkl`); model files always come from the tree."""
+        `cfg_pkl`); `cfg_overrides`: entries written into its sections, as the reference's
+        `StreamSDK(**kwargs)`. Model files always come from the tree."""
         self.checkpoints = Path(checkpoints)
         tree = find_tree(self.checkpoints)
         self.networks = NetworkSet(tree, backend, device)
         self.synthetic = is_synthetic(self.checkpoints)
-        config = load_config(cfg, tree.root) if cfg is not None else self.networks.config
-        self._defaults = config.default_kwargs
+        if cfg is None and not cfg_overrides:
+            config = self.networks.config
+        else:
+            config = load_config(cfg or self.networks.config.path, tree.root, cfg_overrides)
+        self.default_kwargs = config.default_kwargs
 
     @property
     def backend(self) -> str:
@@ -72,7 +77,7 @@ class Renderer:
 
     def options(self, preset: str | None = None, **overrides: Any) -> RenderOptions:
         """Resolved options: `overrides` over the preset over the config's defaults."""
-        return resolve_options(overrides, self._defaults, preset)
+        return resolve_options(overrides, self.default_kwargs, preset)
 
     def register(self, source: str | Path, **options: Any) -> Avatar:
         """Detect, crop and encode a portrait (or every frame of a video) once."""
@@ -82,7 +87,7 @@ class Renderer:
         """A lazy render of `audio` spoken by `source`; iterate it for frames (see RenderJob)."""
         resolved = self.options(preset, **options)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
-        return RenderJob(self.networks, avatar, _samples(audio), resolved)
+        return RenderJob(self.networks, avatar, resolved, audio=_samples(audio))
 
     def render_to_file(self, source: Source, audio: Audio, out: str | Path, *, preset: str | None = None,
                        progress: Callable[[int, int], None] | None = None, **options: Any) -> RenderResult:

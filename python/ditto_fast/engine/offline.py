@@ -18,7 +18,7 @@ import numpy as np
 from ditto_fast._core import FrameRing, RingClosed
 from ditto_fast.backends.base import Network
 from ditto_fast.options import RenderOptions
-from ditto_fast.stages.audio import FPS, frame_count, offline_features
+from ditto_fast.stages.audio import FPS, SAMPLE_RATE, frame_count, offline_features
 from ditto_fast.stages.avatar import Avatar
 from ditto_fast.stages.condition import ConditionHandler
 from ditto_fast.stages.motion import Audio2Motion, Audio2MotionOptions, GaussianNoise
@@ -48,11 +48,11 @@ class RenderInfo:
     options: RenderOptions
 
 
-def motion_frames(networks: Mapping[str, Network], avatar: Avatar, audio: np.ndarray,
+def motion_frames(networks: Mapping[str, Network], avatar: Avatar, features: np.ndarray,
                   options: RenderOptions) -> list[dict[str, np.ndarray]]:
-    """The driving motion of every output frame (the reference's offline audio2motion)."""
+    """The driving motion of every output frame from HuBERT features (num_frames, 1024)
+    (the reference's offline audio2motion)."""
     condition_source: Avatar = options.ch_info or avatar
-    features = offline_features(audio, networks["hubert"])
     conditions = ConditionHandler(condition_source.sc, condition_source.eye_open, condition_source.eye_ball,
                                   emo=options.emo, eye_f0_mode=options.eye_f0_mode)(features, 0)
     a2m = Audio2Motion(
@@ -101,10 +101,17 @@ class RenderJob:
     the loop early stops the producer; an error in the producer is raised in the consumer.
     """
 
-    def __init__(self, networks: Mapping[str, Network], avatar: Avatar, audio: np.ndarray,
-                 options: RenderOptions, ring_slots: int = DEFAULT_RING_SLOTS) -> None:
-        self.info = RenderInfo(frame_count(len(audio)), FPS, avatar.frame_size, len(audio) / 16000, options)
-        self._networks, self._avatar, self._audio = networks, avatar, audio
+    def __init__(self, networks: Mapping[str, Network], avatar: Avatar, options: RenderOptions, *,
+                 audio: np.ndarray | None = None, features: np.ndarray | None = None,
+                 ring_slots: int = DEFAULT_RING_SLOTS) -> None:
+        """Give `audio` (float32, 16 kHz) or precomputed HuBERT `features` (n, 1024)."""
+        if (audio is None) == (features is None):
+            raise ValueError("RenderJob needs audio or features, not both")
+        frames = frame_count(len(audio)) if audio is not None else len(features)
+        seconds = len(audio) / SAMPLE_RATE if audio is not None else frames / FPS
+        self.info = RenderInfo(frames, FPS, avatar.frame_size, seconds, options)
+        self._networks, self._avatar = networks, avatar
+        self._audio, self._features = audio, features
         self._ring_slots = ring_slots
         self._started = False
 
@@ -140,7 +147,9 @@ class RenderJob:
 
     def _produce(self, ring: FrameRing, stop: threading.Event, failure: list[BaseException]) -> None:
         try:
-            motions = motion_frames(self._networks, self._avatar, self._audio, self.info.options)
+            features = (self._features if self._features is not None
+                        else offline_features(self._audio, self._networks["hubert"]))
+            motions = motion_frames(self._networks, self._avatar, features, self.info.options)
             render = FrameRenderer(self._networks, self._avatar, self.info.options, self.info.num_frames)
             for index, x_d_info in enumerate(motions):
                 if stop.is_set():
