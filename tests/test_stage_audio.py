@@ -10,32 +10,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import sliding_window_view
+from golden_stubs import HubertStub
 
 from ditto_fast.stages import audio
 from ditto_fast.stages.audio import AudioError
 
 # --------------------------------------------------------------------------- HuBERT stub
-
-
-class HubertStub:
-    """Golden README §3.1: per 400-sample frame (hop 320), float64 mean m and population
-    variance q; encoding_out[j] = float32(m·v1 + q·v2). Counts its calls."""
-
-    name = "hubert"
-
-    def __init__(self, v1: np.ndarray, v2: np.ndarray) -> None:
-        self.v1 = v1.astype(np.float64)
-        self.v2 = v2.astype(np.float64)
-        self.calls = 0
-
-    def __call__(self, *, input_values: np.ndarray) -> tuple[np.ndarray]:
-        assert input_values.dtype == np.float32 and input_values.shape[0] == 1
-        self.calls += 1
-        frames = sliding_window_view(input_values[0].astype(np.float64), 400)[::320]
-        mean = frames.mean(axis=1)
-        variance = ((frames - mean[:, None]) ** 2).mean(axis=1)
-        return ((mean[:, None] * self.v1 + variance[:, None] * self.v2).astype(np.float32),)
 
 
 def _load(shared_ref: Path, name: str) -> np.lib.npyio.NpzFile:

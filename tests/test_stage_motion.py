@@ -11,6 +11,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from golden_stubs import LmdmStub
 
 from ditto_fast.stages.condition import AUDIO_FEATURE_DIM, ConditionHandler
 from ditto_fast.stages.motion import (
@@ -30,34 +31,6 @@ from ditto_fast.stages.motion import (
 OFFLINE_CASES = [f"a2m_offline_{k}.npz" for k in range(8)]
 ONLINE_CASES = [f"a2m_online_{k}.npz" for k in range(3)]
 MOTION_KEYS = [key for key, _ in MOTION_LAYOUT]
-
-
-class LmdmStub:
-    """Golden README §3.2 LMDM stub; records every call so tests can inspect each clip."""
-
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        f64 = {k: np.asarray(weights[f"lmdm_{k}"], dtype=np.float64) for k in ("Wx", "Wf", "Wc", "wt", "bh", "Wo")}
-        self.Wx, self.Wf, self.Wc = f64["Wx"], f64["Wf"], f64["Wc"]
-        self.wt, self.bh, self.Wo = f64["wt"], f64["bh"], f64["Wo"]
-        self.a = np.asarray(weights["lmdm_sqrt_recip1m_alphas_cumprod"], dtype=np.float32)
-        self.b = np.asarray(weights["lmdm_sqrt_recipm1_alphas_cumprod"], dtype=np.float32)
-        self.calls: list[dict[str, np.ndarray]] = []
-
-    def __call__(self, *, x: np.ndarray, cond_frame: np.ndarray, cond: np.ndarray,
-                 time_cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assert x.dtype == cond_frame.dtype == cond.dtype == np.float32 and time_cond.dtype == np.int64
-        t = int(time_cond[0])
-        frame = cond_frame.astype(np.float64)
-        h = np.tanh(x.astype(np.float64) @ self.Wx + cond.astype(np.float64) @ self.Wc
-                    + (frame @ self.Wf)[:, None, :] + (time_cond[0] / 1000) * self.wt + self.bh)
-        x_start = (0.9 * frame[:, None, :] + h @ self.Wo).astype(np.float32)
-        pred_noise = self.a[t] * x - x_start / self.b[t]
-        self.calls.append(dict(x=x.copy(), cond_frame=cond_frame.copy(), cond=cond.copy(), t=t, x_start=x_start))
-        return pred_noise, x_start
-
-    def clips(self, num_steps: int) -> list[list[dict[str, np.ndarray]]]:
-        assert len(self.calls) % num_steps == 0
-        return [self.calls[k:k + num_steps] for k in range(0, len(self.calls), num_steps)]
 
 
 def _golden(shared_ref: pathlib.Path, name: str) -> np.lib.npyio.NpzFile:

@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+from golden_stubs import StitchStub
 
 from ditto_fast.stages.motion import bins_to_degrees
 from ditto_fast.stages.stitch import (
@@ -25,27 +26,6 @@ STITCH_CASES = [f"motion_stitch_{k}.npz" for k in range(7)]
 # CPUs' sin/cos/exp) may differ in the last bits.
 KEYPOINT_ATOL = 1e-5
 DRIVEN_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
-
-
-class StitchStub:
-    """Golden README §3.3 stitching MLP (126→128→128→64→65, ReLU); records what it was handed."""
-
-    def __init__(self, weights: dict[str, np.ndarray]) -> None:
-        self.layers = [(weights[f"stitch_W{i}"], weights[f"stitch_b{i}"]) for i in range(4)]
-        self.kp_driving: list[np.ndarray] = []
-
-    def __call__(self, *, kp_source: np.ndarray, kp_driving: np.ndarray) -> tuple[np.ndarray]:
-        assert kp_source.shape == kp_driving.shape == (1, 21, 3)
-        assert kp_source.dtype == kp_driving.dtype == np.float32
-        self.kp_driving.append(kp_driving.copy())
-        h = np.concatenate([kp_source.reshape(1, 63), kp_driving.reshape(1, 63)], axis=1)
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w.T + b
-            if i < 3:
-                h = np.maximum(h, 0)
-        out = kp_driving + h[:, :63].reshape(1, 21, 3)
-        out[..., :2] += h[:, None, 63:65]
-        return (out.astype(np.float32),)
 
 
 def _decode(value: object) -> object:
