@@ -202,3 +202,31 @@ def test_missing_model_file_is_named(tmp_path):
     broken = Renderer(tree)
     with pytest.raises(FileNotFoundError, match="decoder.onnx: model file of decoder is missing"):
         broken.networks["decoder"]
+
+
+def write_video(path, frames: list[np.ndarray], codec: str = "libx264") -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_video_source_loops_its_frames_back_and_forth(renderer, inputs, tmp_path):
+    portrait = demo_portrait()
+    # Six source frames, each marked by a grey square in a corner far from the face.
+    frames = []
+    for i in range(6):
+        frame = portrait.copy()
+        frame[8:40, 8:40] = 40 * i
+        frames.append(frame)
+    video = tmp_path / "source.mov"
+    write_video(video, frames)
+    avatar = renderer.register(video)
+    assert not avatar.is_image and avatar.num_frames == 6
+    rendered = collect(renderer.render(avatar, inputs[1], seed=0))
+    marks = [int(round(f[16:32, 16:32].mean() / 40)) for f in rendered]
+    expected = [i % 6 if (i // 6) % 2 == 0 else 5 - i % 6 for i in range(len(rendered))]
+    assert marks == expected
