@@ -49,6 +49,7 @@ def test_every_emo_form_is_accepted(emo):
         ({"emo": [0, 1, 2, 3, 4, 5, 6, 7]}, "option emo"),
         ({"sampling_timesteps": 0}, "option sampling_timesteps=0 is invalid: expected an integer in [1, 1000]"),
         ({"overlap_v2": 80}, "overlap_v2=80"),
+        ({"sampling_timesteps": 3}, "sampling_timesteps=3 is invalid: expected a step count whose DDIM schedule"),
         ({"crop_scale": 0}, "crop_scale=0 is invalid: expected a positive number"),
         ({"max_size": 1.5}, "max_size=1.5"),
         ({"fade_type": "x"}, "fade_type='x'"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ditto_fast.diffusion_schedule import ddim_tables
 from ditto_fast.stages.avatar import Avatar
 
 MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
@@ -159,6 +160,12 @@ def _check_steps(options: RenderOptions) -> None:
     value = options.sampling_timesteps
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= 1000:
         _fail("sampling_timesteps", value, "an integer in [1, 1000]")
+    with np.errstate(invalid="ignore"):  # the NaN is reported below, as an option error
+        tables = ddim_tables(int(value))
+    if not all(np.isfinite(t).all() for t in (tables.c, tables.sigma, tables.alpha_next_sqrt)):
+        # The reference's float32 DDIM coefficients take a square root of a negative number for
+        # a few step counts (3 among 2..200) and would produce NaN motion.
+        _fail("sampling_timesteps", value, "a step count whose DDIM schedule is finite (this one gives NaN)")
 
 
 def _check_kp_cond_dim(options: RenderOptions) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ditto_fast.checkpoints import find_tree
+from ditto_fast.checkpoints import CheckpointError, find_tree
 from ditto_fast.config import load_config
 from ditto_fast.demo import write_wav
 from ditto_fast.engine.offline import RenderInfo, RenderJob
@@ -62,6 +62,10 @@ class Renderer:
         `cfg_pkl`); `cfg_overrides`: entries written into its sections, as the reference's
         `StreamSDK(**kwargs)`. Model files always come from the tree."""
         self.checkpoints = Path(checkpoints)
+        if self.checkpoints == DEFAULT_CHECKPOINTS and not self.checkpoints.is_dir():
+            raise CheckpointError(
+                f"{DEFAULT_CHECKPOINTS}: not found from {Path.cwd()}; run from the repository root, or "
+                "pass checkpoints (`ditto-fast synth --size tiny --out DIR` writes a synthetic tree)")
         tree = find_tree(self.checkpoints)
         self.networks = NetworkSet(tree, backend, device)
         self.synthetic = is_synthetic(self.checkpoints)
