@@ -11,6 +11,16 @@ import pathlib
 
 import numpy as np
 import pytest
+from a2m_cases import (
+    MOTION_KEYS,
+    a2m_options,
+    decode_emo,
+    golden_case,
+    max_dev,
+    random_lmdm_stub,
+    random_source_motion,
+    source_motion,
+)
 from golden_stubs import LmdmStub
 
 from ditto_fast.stages.condition import AUDIO_FEATURE_DIM, ConditionHandler
@@ -30,72 +40,34 @@ from ditto_fast.stages.motion import (
 
 OFFLINE_CASES = [f"a2m_offline_{k}.npz" for k in range(8)]
 ONLINE_CASES = [f"a2m_online_{k}.npz" for k in range(3)]
-MOTION_KEYS = [key for key, _ in MOTION_LAYOUT]
-
-
-def _golden(shared_ref: pathlib.Path, name: str) -> np.lib.npyio.NpzFile:
-    path = shared_ref / "golden" / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    return np.load(path)
-
-
-def _decode_emo(value: object) -> object:
-    """Golden JSON (README §2) stores tuples as {"__tuple__": [...]}."""
-    if isinstance(value, dict):
-        return tuple(value["__tuple__"])
-    if isinstance(value, list):
-        return [_decode_emo(v) for v in value]
-    return value
-
-
-def _options(case: np.lib.npyio.NpzFile) -> Audio2MotionOptions:
-    """The case's setup kwargs; absent ones take the reference defaults (the options' defaults)."""
-    kw = json.loads(str(case["params_json"]))["setup_kwargs"]
-    defaults = Audio2MotionOptions()
-    dims = kw.get("fix_kp_cond_dim")
-    return Audio2MotionOptions(
-        overlap=kw.get("overlap_v2", defaults.overlap), smo_k_d=kw.get("smo_k_d", defaults.smo_k_d),
-        fix_kp_cond=kw.get("fix_kp_cond", defaults.fix_kp_cond),
-        fix_kp_cond_dim=None if dims is None else tuple(dims),
-        sampling_timesteps=kw["sampling_timesteps"], online_mode=kw["online_mode"],
-        v_min_max_for_clip=case["v_min_max_for_clip"] if "v_min_max_for_clip" in case.files else None)
-
-
-def _source_motion(case: np.lib.npyio.NpzFile, prefix: str) -> dict[str, np.ndarray]:
-    return {key: case[f"{prefix}{key}"][0] for key in MOTION_KEYS}
-
-
-def _max_dev(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
 @pytest.fixture(scope="module")
 def weights(shared_ref: pathlib.Path) -> dict[str, np.ndarray]:
-    return dict(_golden(shared_ref, "stub_weights.npz"))
+    return dict(golden_case(shared_ref, "stub_weights.npz"))
 
 
 @pytest.fixture(scope="module")
 def noise_bank(shared_ref: pathlib.Path) -> np.ndarray:
-    return _golden(shared_ref, "a2m_noise_bank.npz")["bank"]
+    return golden_case(shared_ref, "a2m_noise_bank.npz")["bank"]
 
 
 @pytest.mark.parametrize("name", OFFLINE_CASES)
 def test_offline_audio2motion_matches_golden(shared_ref: pathlib.Path, weights: dict, noise_bank: np.ndarray,
                                              name: str) -> None:
-    case = _golden(shared_ref, name)
+    case = golden_case(shared_ref, name)
     params = json.loads(str(case["params_json"]))
-    options = _options(case)
+    options = a2m_options(case)
     steps, num_clips = options.sampling_timesteps, int(case["n_clips"])
 
     aud = case["aud_c1"][:, None] * case["aud_r1"][None, :] + case["aud_c2"][:, None] * case["aud_r2"][None, :]
     handler = ConditionHandler(case["src_sc"], case["src_eye_open"], case["src_eye_ball"],
-                               emo=_decode_emo(params["setup_kwargs"]["emo"]))
+                               emo=decode_emo(params["setup_kwargs"]["emo"]))
     cond_all = handler(aud, 0)
     assert len(cond_all) == int(case["N"])
 
     lmdm = LmdmStub(weights)
-    a2m = Audio2Motion(lmdm, _source_motion(case, "smoothed_src_x_s_info_"), options,
+    a2m = Audio2Motion(lmdm, source_motion(case, "smoothed_src_x_s_info_"), options,
                        GaussianNoise(bank=noise_bank))
     step_lo, step_hi = case["noise_bank_step_noise_slice"]
     np.testing.assert_array_equal(a2m.sampler.step_noise, noise_bank[step_lo:step_hi])
@@ -114,10 +86,10 @@ def test_offline_audio2motion_matches_golden(shared_ref: pathlib.Path, weights: 
         np.testing.assert_allclose(first["cond"][0, :, :AUDIO_FEATURE_DIM].astype(np.float64).sum(-1),
                                    case["clip_cond_aud_rowsum_f64"][k], rtol=1e-12, atol=0)
         np.testing.assert_array_equal(last["x_start"][0], case["clip_pred"][k], err_msg=f"{name} clip {k} pred "
-                                      f"(max dev {_max_dev(last['x_start'][0], case['clip_pred'][k]):.3g})")
+                                      f"(max dev {max_dev(last['x_start'][0], case['clip_pred'][k]):.3g})")
 
     np.testing.assert_array_equal(res, case["res_final"],
-                                  err_msg=f"{name} res_final (max dev {_max_dev(res, case['res_final']):.3g})")
+                                  err_msg=f"{name} res_final (max dev {max_dev(res, case['res_final']):.3g})")
 
     frames = a2m.to_frame_dicts(res)
     assert len(frames) == int(case["n_emitted"])
@@ -145,10 +117,10 @@ def test_online_fusion_chain_matches_golden(shared_ref: pathlib.Path, weights: d
     from the golden slice lengths: the whole first clip (for d0), then each later clip's slice
     starting where the previous one ended (first at 80 − F).
     """
-    case = _golden(shared_ref, name)
-    options = _options(case)
+    case = golden_case(shared_ref, name)
+    options = a2m_options(case)
     assert options.online_mode
-    a2m = Audio2Motion(LmdmStub(weights), _source_motion(case, "smoothed_src_x_s_info_"), options,
+    a2m = Audio2Motion(LmdmStub(weights), source_motion(case, "smoothed_src_x_s_info_"), options,
                        GaussianNoise(0))
     a2m.sampler = _ReplaySampler(case["clip_pred"])
     cond = np.zeros((1, 80, 1103), np.float32)
@@ -167,34 +139,20 @@ def test_online_fusion_chain_matches_golden(shared_ref: pathlib.Path, weights: d
             start += length
     converted = np.concatenate(converted)
     np.testing.assert_array_equal(converted, case["cvt_fmt_inputs_concat"],
-                                  err_msg=f"{name} (max dev {_max_dev(converted, case['cvt_fmt_inputs_concat']):.3g})")
+                                  err_msg=f"{name} (max dev {max_dev(converted, case['cvt_fmt_inputs_concat']):.3g})")
 
 
 def test_noise_bank_is_the_seeded_legacy_stream(shared_ref: pathlib.Path, noise_bank: np.ndarray) -> None:
-    seed = int(_golden(shared_ref, "a2m_noise_bank.npz")["noise_seed"])
+    seed = int(golden_case(shared_ref, "a2m_noise_bank.npz")["noise_seed"])
     noise = GaussianNoise(seed)
     for expected in noise_bank:
         np.testing.assert_array_equal(noise.draw(), expected)
 
 
-def _random_stub(seed: int = 7) -> LmdmStub:
-    rng = np.random.default_rng(seed)
-    shapes = dict(Wx=(265, 16), Wf=(265, 16), Wc=(1103, 16), wt=(16,), bh=(16,), Wo=(16, 265))
-    weights = {f"lmdm_{k}": (rng.standard_normal(s) * 0.05).astype(np.float32) for k, s in shapes.items()}
-    alphas = np.linspace(0.9999, 0.01, 1000).astype(np.float32)
-    weights["lmdm_sqrt_recip1m_alphas_cumprod"] = np.sqrt(1 / (1 - alphas)).astype(np.float32)
-    weights["lmdm_sqrt_recipm1_alphas_cumprod"] = np.sqrt(1 / alphas - 1).astype(np.float32)
-    return LmdmStub(weights)
-
-
-def _source() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(3)
-    return {key: rng.standard_normal(shape).astype(np.float32) for key, shape in MOTION_LAYOUT}
-
-
 def _offline_run(seed: int, num_frames: int = 100) -> np.ndarray:
     cond = np.random.default_rng(5).standard_normal((num_frames, 1103)).astype(np.float32)
-    a2m = Audio2Motion(_random_stub(), _source(), Audio2MotionOptions(sampling_timesteps=5), GaussianNoise(seed))
+    a2m = Audio2Motion(random_lmdm_stub(), random_source_motion(), Audio2MotionOptions(sampling_timesteps=5),
+                       GaussianNoise(seed))
     return a2m.generate_offline(cond)
 
 
@@ -207,9 +165,9 @@ def test_seed_reproducibility() -> None:
 
 def test_short_last_clip_is_padded_and_truncated() -> None:
     """N = 100 with V = 70: two clips, the second padded with its last condition row."""
-    lmdm = _random_stub()
+    lmdm = random_lmdm_stub()
     cond = np.random.default_rng(5).standard_normal((100, 1103)).astype(np.float32)
-    a2m = Audio2Motion(lmdm, _source(), Audio2MotionOptions(sampling_timesteps=4), GaussianNoise(1))
+    a2m = Audio2Motion(lmdm, random_source_motion(), Audio2MotionOptions(sampling_timesteps=4), GaussianNoise(1))
     assert a2m.generate_offline(cond).shape == (100, MOTION_DIM)
     clips = lmdm.clips(4)
     assert len(clips) == 2
@@ -241,9 +199,9 @@ def test_ddim_update_formula() -> None:
 
 
 def test_fix_kp_cond_resets_to_source_keeping_dims() -> None:
-    source = _source()
+    source = random_source_motion()
     options = Audio2MotionOptions(sampling_timesteps=2, fix_kp_cond=2, fix_kp_cond_dim=(202, 265))
-    a2m = Audio2Motion(_random_stub(), source, options, GaussianNoise(0))
+    a2m = Audio2Motion(random_lmdm_stub(), source, options, GaussianNoise(0))
     cond = np.zeros((1, 80, 1103), np.float32)
     motion = a2m.generate_clip(cond, None)  # clip 1: plain update
     np.testing.assert_array_equal(a2m.kp_cond[0], motion[80 - 10 - 1])
@@ -254,7 +212,7 @@ def test_fix_kp_cond_resets_to_source_keeping_dims() -> None:
 
 
 def test_motion_vector_round_trip() -> None:
-    source = _source()
+    source = random_source_motion()
     vector = motion_dict_to_vector({**source, "kp": np.zeros((1, 63), np.float32)})
     assert vector.shape == (MOTION_DIM,) and vector[0] == np.float32(source["scale"][0, 0] - 1)
     back = motion_vector_to_dict(vector)
