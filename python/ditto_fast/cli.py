@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from pickle import UnpicklingError
 
 # Errors that describe bad input or a missing resource: shown as one line, without a
@@ -94,6 +95,68 @@ def _add_render(commands) -> None:
     parser.set_defaults(run=_cmd_render)
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import json
+    import threading
+
+    from ditto_fast.options import parse_assignment
+    from ditto_fast.renderer import Renderer
+    from ditto_fast.stages.audio import SAMPLE_RATE, load_audio
+
+    chunksize = tuple(int(v) for v in args.chunksize.split(","))
+    options = dict(parse_assignment(item) for item in args.set)
+    if args.seed is not None:
+        options["seed"] = args.seed
+    renderer = Renderer(args.checkpoints, backend=args.backend)
+    audio = load_audio(args.audio)
+    session = renderer.stream(args.source, chunksize=chunksize, **options)
+    piece = SAMPLE_RATE // 25  # replay in 40 ms pieces, as a live source delivers them
+
+    def feed() -> None:
+        started = time.perf_counter()
+        for start in range(0, len(audio), piece):
+            if args.realtime:  # pace pushes at the audio's own clock
+                time.sleep(max(0.0, start / SAMPLE_RATE - (time.perf_counter() - started)))
+            session.push(audio[start:start + piece])
+        session.end()
+
+    with session:
+        feeder = threading.Thread(target=feed, name="ditto-fast-feed")
+        feeder.start()
+        if args.out:
+            frames = session.write_mp4(args.out, audio_path=args.audio)
+        else:
+            frames = sum(1 for _ in session.frames())
+        feeder.join()
+    stats = session.stats.as_dict() | {"chunksize": list(chunksize), "realtime": args.realtime,
+                                       "overlap_v2": session.options.overlap_v2}
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
+    latency = stats["first_frame_latency_s"]
+    print(f"{frames} frames from {stats['audio_seconds']:.2f} s of audio; first frame after "
+          f"{latency * 1000:.0f} ms; mean chunk latency {stats['chunk_latency_mean_s'] * 1000:.0f} ms; "
+          f"real-time factor {stats['real_time_factor']:.2f}"
+          + (" (synthetic weights)" if renderer.synthetic else ""))
+    return 0
+
+
+def _add_stream(commands) -> None:
+    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
+
+    parser = commands.add_parser("stream", help="replay an audio file through the live (online) pipeline")
+    parser.add_argument("--source", required=True, help="portrait image or video")
+    parser.add_argument("--audio", required=True, help="speech audio to replay")
+    parser.add_argument("--chunksize", default="3,5,2", help="past,current,future frames per HuBERT window")
+    parser.add_argument("--realtime", action="store_true", help="push audio at real-time pace")
+    parser.add_argument("--out", help="also write the frames to this mp4")
+    parser.add_argument("--stats-json", help="write latency and throughput figures to this JSON file")
+    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS))
+    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any render option")
+    parser.set_defaults(run=_cmd_stream)
+
+
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from ditto_fast.export import export_tree
 
@@ -162,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(run=_cmd_info)
     _add_render(commands)
+    _add_stream(commands)
     _add_synth(commands)
     _add_download(commands)
     _add_export_onnx(commands)

@@ -12,11 +12,13 @@ The reference's offline script does:
 
 This class does the same with ditto_fast's engine: `close()` renders everything queued into
 `tmp_output_path`, video only, exactly where the reference writes it, for the script's own mux.
-The online call `run_chunk` arrives with streaming support.
+In online mode (the online config, or `online_mode=True` in setup) the script instead calls
+`run_chunk(window, chunksize)` per audio window; `close()` then ends the stream.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import numpy as np
 
 from ditto_fast.checkpoints import CFG_DIR
 from ditto_fast.engine.offline import RenderJob
+from ditto_fast.engine.online import StreamSession
 from ditto_fast.networks import Backend
 from ditto_fast.options import OPTION_NAMES, RenderOptions
 from ditto_fast.renderer import Renderer
@@ -88,6 +91,20 @@ class StreamSDK:
             **{k: v for k, v in kwargs.items() if k in OPTION_NAMES})
         self.avatar = register(source_path, self.renderer.networks, self.options)
         self.audio2motion_queue = _FeatureQueue()
+        self._stream: StreamSession | None = None
+        self._stream_writer: threading.Thread | None = None
+
+    def run_chunk(self, audio_chunk: np.ndarray, chunksize: tuple[int, int, int] = (3, 5, 2)) -> None:
+        """Online mode: one audio window as the reference script cuts it (past context included)."""
+        if self.avatar is None:
+            raise RuntimeError("StreamSDK.run_chunk() before setup()")
+        if self._stream is None:
+            self._stream = StreamSession(self.renderer.networks, self.avatar,
+                                         self.options.replace(online_mode=True), tuple(chunksize))
+            self._stream_writer = threading.Thread(
+                target=self._stream.write_mp4, args=(self.tmp_output_path,), name="ditto-fast-sdk-writer")
+            self._stream_writer.start()
+        self._stream.push_window(audio_chunk)
 
     def setup_Nd(self, N_d: int, fade_in: int = -1, fade_out: int = -1,  # noqa: N802 - reference name
                  ctrl_info: dict | None = None) -> None:
@@ -99,6 +116,11 @@ class StreamSDK:
         """Render what was queued into `tmp_output_path` (video only, like the reference)."""
         if self.avatar is None:
             raise RuntimeError("StreamSDK.close() before setup()")
+        if self._stream is not None:  # online: end the stream and let the writer finish
+            self._stream.end(flush=False)
+            self._stream_writer.join()
+            self._stream.close()
+            return self.tmp_output_path
         if not self.audio2motion_queue.features:
             raise RuntimeError("StreamSDK.close(): no audio features were queued")
         features = np.concatenate(self.audio2motion_queue.features)

@@ -24,6 +24,7 @@ from ditto_fast.checkpoints import CheckpointError, find_tree
 from ditto_fast.config import load_config
 from ditto_fast.demo import write_wav
 from ditto_fast.engine.offline import RenderInfo, RenderJob
+from ditto_fast.engine.online import DEFAULT_CHUNKSIZE, StreamSession
 from ditto_fast.networks import Backend, NetworkSet
 from ditto_fast.options import RenderOptions, resolve_options
 from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio
@@ -92,6 +93,24 @@ class Renderer:
         resolved = self.options(preset, **options)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
         return RenderJob(self.networks, avatar, resolved, audio=_samples(audio))
+
+    def stream(self, source: Source, *, chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE,
+               preset: str | None = None, **options: Any) -> StreamSession:
+        """A live stream: `push()` audio, take `frames()` as soon as they exist, `end()`.
+
+        Defaults come from the tree's online config (online_mode, overlap); see StreamSession
+        for back-pressure, `interrupt()` and `stats`."""
+        resolved = resolve_options({**options, "online_mode": True}, self.online_defaults, preset)
+        avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
+        return StreamSession(self.networks, avatar, resolved, chunksize)
+
+    @property
+    def online_defaults(self) -> dict[str, Any]:
+        """The online config's default_kwargs (the offline ones when the tree has none)."""
+        try:
+            return self.networks.tree.load_config("online").default_kwargs
+        except FileNotFoundError:
+            return self.default_kwargs
 
     def render_to_file(self, source: Source, audio: Audio, out: str | Path, *, preset: str | None = None,
                        progress: Callable[[int, int], None] | None = None, **options: Any) -> RenderResult:

@@ -1,0 +1,294 @@
+"""Online rendering: push audio as it arrives, take frames as soon as they exist.
+
+The audio path is the reference's online branch: `chunksize = (past, current, future)` video
+frames per HuBERT window, windows every `current` frames, the first one preceded by `past`
+frames of silence, the last one zero-padded. Motion comes from the reference's streaming
+worker (`OnlineAudio2Motion`), frames from the same stitch → warp → decode → paste-back as
+offline.
+
+Back-pressure: windows wait in a bounded queue and frames in a bounded ring. When the
+consumer is slow the ring fills, the worker waits, the queue fills and `push()` blocks: audio
+is never dropped and memory does not grow. `interrupt()` is the way to drop audio.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from ditto_fast._core import FrameRing, RingClosed
+from ditto_fast.backends.base import Network
+from ditto_fast.engine.offline import Frame, FrameRenderer
+from ditto_fast.options import RenderOptions
+from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, as_mono_16k, chunk_features, window_length
+from ditto_fast.stages.avatar import Avatar
+from ditto_fast.stages.condition import ConditionHandler
+from ditto_fast.stages.motion import Audio2Motion, Audio2MotionOptions, GaussianNoise
+from ditto_fast.stages.online_motion import OnlineAudio2Motion, silence_warmup_features
+
+DEFAULT_CHUNKSIZE = (3, 5, 2)
+DEFAULT_RING_SLOTS = 8
+DEFAULT_QUEUED_WINDOWS = 8  # ~1.6 s of audio at the default chunk size
+
+
+@dataclass
+class StreamStats:
+    """Latency and throughput of a stream, in seconds of wall time."""
+
+    first_frame_latency: float | None = None  # first push → first frame ready
+    chunk_latencies: list[float] = field(default_factory=list)  # window complete → its frames ready
+    frames_emitted: int = 0
+    audio_seconds: float = 0.0  # real audio pushed
+    busy_seconds: float = 0.0  # worker time spent computing
+
+    @property
+    def real_time_factor(self) -> float | None:
+        """Compute time per second of audio (< 1 keeps up with real time)."""
+        return self.busy_seconds / self.audio_seconds if self.audio_seconds else None
+
+    def as_dict(self) -> dict:
+        chunks = self.chunk_latencies
+        return {
+            "first_frame_latency_s": self.first_frame_latency,
+            "chunk_latency_mean_s": float(np.mean(chunks)) if chunks else None,
+            "chunk_latency_max_s": float(np.max(chunks)) if chunks else None,
+            "frames_emitted": self.frames_emitted,
+            "audio_seconds": self.audio_seconds,
+            "real_time_factor": self.real_time_factor,
+        }
+
+
+def check_chunksize(chunksize: tuple[int, int, int]) -> tuple[int, int, int]:
+    if (len(chunksize) != 3 or not all(isinstance(c, int) and c >= 0 for c in chunksize) or chunksize[1] < 1):
+        raise ValueError(f"chunksize must be (past, current, future) frame counts with current >= 1, "
+                         f"got {chunksize}")
+    return tuple(chunksize)  # type: ignore[return-value]
+
+
+class StreamSession:
+    """One live stream. Use as a context manager; `push` and `end` from one thread, `frames`
+    from another (or the same, alternating)."""
+
+    def __init__(self, networks: Mapping[str, Network], avatar: Avatar, options: RenderOptions,
+                 chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE, ring_slots: int = DEFAULT_RING_SLOTS,
+                 queued_windows: int = DEFAULT_QUEUED_WINDOWS) -> None:
+        self.chunksize = check_chunksize(chunksize)
+        self.options = options
+        self.stats = StreamStats()
+        self._networks = networks
+        self._window = window_length(self.chunksize)
+        self._stride = self.chunksize[1] * SAMPLES_PER_FRAME
+        condition_source = options.ch_info or avatar
+        a2m = Audio2Motion(
+            networks["lmdm"], condition_source.motion_info(0),
+            Audio2MotionOptions(overlap=options.overlap_v2, smo_k_d=options.smo_k_d,
+                                fix_kp_cond=options.fix_kp_cond, fix_kp_cond_dim=options.fix_kp_cond_dim,
+                                sampling_timesteps=options.sampling_timesteps, online_mode=True,
+                                v_min_max_for_clip=options.v_min_max_for_clip),
+            noise=GaussianNoise(options.seed),
+        )
+        condition = ConditionHandler(condition_source.sc, condition_source.eye_open, condition_source.eye_ball,
+                                     emo=options.emo, eye_f0_mode=options.eye_f0_mode)
+        self._driver = OnlineAudio2Motion(
+            a2m, condition, silence_warmup_features(networks["hubert"], options.overlap_v2))
+        self._render = FrameRenderer(networks, avatar, options, options.N_d)
+        height, width = avatar.frame_size
+        self._ring = FrameRing(ring_slots, height, width, 3)
+        self._windows: queue.Queue = queue.Queue(maxsize=queued_windows)
+        self._lock = threading.Lock()  # guards the PCM buffer and the resampler
+        self._reset_buffer()
+        self._resampler: tuple[int, soxr.ResampleStream] | None = None
+        self._first_push: float | None = None
+        self._ended = False
+        self._failure: BaseException | None = None
+        self._next_index = 0
+        self._generation = 0  # bumped by interrupt(): pushes of an older generation stop queueing
+        self._worker = threading.Thread(target=self._work, name="ditto-fast-stream", daemon=True)
+        self._worker.start()
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def _reset_buffer(self) -> None:
+        # The reference prepends `past` frames of silence to the stream.
+        self._buffer = np.zeros(self.chunksize[0] * SAMPLES_PER_FRAME, np.float32)
+
+    def _to_16k(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        mono = as_mono_16k(np.asarray(pcm), SAMPLE_RATE)  # downmix and scale; no resampling yet
+        if sample_rate == SAMPLE_RATE:
+            return mono
+        # A streaming resampler keeps its filter state across pushes: no seams between chunks.
+        if self._resampler is None:
+            self._resampler = (sample_rate, soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, np.float32, "HQ"))
+        elif self._resampler[0] != sample_rate:
+            raise ValueError(f"the stream's sample rate changed from {self._resampler[0]} to {sample_rate}")
+        return self._resampler[1].resample_chunk(mono)
+
+    def push(self, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        """Queue audio: float32 in [-1, 1] or int16, mono (n,) or (n, channels), any length and
+        rate. Blocks while the queue of windows is full (a slow consumer slows the producer)."""
+        if self._ended:
+            raise RuntimeError("push() after end(): start a new stream")
+        self._raise_failure()
+        if self._first_push is None:
+            self._first_push = time.perf_counter()
+        with self._lock:
+            generation = self._generation
+            samples = self._to_16k(pcm, sample_rate)
+            self.stats.audio_seconds += len(samples) / SAMPLE_RATE
+            self._buffer = np.concatenate([self._buffer, samples])
+            ready = []
+            while len(self._buffer) >= self._window:
+                ready.append(self._buffer[:self._window].copy())
+                self._buffer = self._buffer[self._stride:]
+        for window in ready:
+            if generation != self._generation:
+                return  # interrupted while this push was waiting: its audio is dropped
+            self._put(("window", window, time.perf_counter()))
+
+    def push_window(self, window: np.ndarray) -> None:
+        """Queue one complete HuBERT window as the reference's online script builds it
+        (`StreamSDK.run_chunk`); do not mix with `push`."""
+        window = np.asarray(window, np.float32)
+        if window.shape != (self._window,):
+            raise ValueError(f"a window for chunksize {self.chunksize} has {self._window} samples, got {window.shape}")
+        if self._first_push is None:
+            self._first_push = time.perf_counter()
+        self.stats.audio_seconds += self._stride / SAMPLE_RATE
+        self._put(("window", window, time.perf_counter()))
+
+    def end(self, flush: bool = True) -> None:
+        """End of audio: the last windows are zero-padded and every remaining frame is made.
+        `flush=False` skips the padding windows (when the caller built every window itself)."""
+        if self._ended:
+            return
+        self._ended = True
+        with self._lock:
+            if not flush:
+                self._buffer = self._buffer[:0]
+            if self._resampler is not None:
+                tail = self._resampler[1].resample_chunk(np.zeros(0, np.float32), last=True)
+                self._buffer = np.concatenate([self._buffer, tail])
+            # As the reference: a window starts at every stride position before the end of the
+            # audio, the last ones zero-padded.
+            while len(self._buffer):
+                window = np.zeros(self._window, np.float32)
+                piece = self._buffer[:self._window]
+                window[:len(piece)] = piece
+                self._buffer = self._buffer[self._stride:]
+                self._put(("window", window, time.perf_counter()))
+        self._put(("end",))
+
+    def interrupt(self) -> None:
+        """Drop all queued audio and return to idle (the avatar's own pose) without a restart;
+        frames already rendered are still handed out."""
+        with self._lock:
+            self._generation += 1
+            self._reset_buffer()
+            while True:
+                try:
+                    self._windows.get_nowait()
+                except queue.Empty:
+                    break
+        self._put(("reset",))
+
+    def _put(self, item: tuple) -> None:
+        while True:
+            self._raise_failure()
+            try:
+                self._windows.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # -- worker --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while True:
+                item = self._windows.get()
+                started = time.perf_counter()
+                if item[0] == "window":
+                    frames = self._driver.push(chunk_features(item[1], self._networks["hubert"], self.chunksize))
+                elif item[0] == "reset":
+                    self._driver.reset()
+                    frames = []
+                else:
+                    frames = self._driver.end()
+                if self._driver.d0 is not None:
+                    self._render.stitch.set_d0(self._driver.d0)
+                for x_d_info in frames:
+                    self._emit(x_d_info)
+                self.stats.busy_seconds += time.perf_counter() - started
+                if item[0] == "window":
+                    self.stats.chunk_latencies.append(time.perf_counter() - item[2])
+                if item[0] == "end":
+                    self._ring.close()
+                    return
+        except RingClosed:
+            return  # the session was closed
+        except BaseException as exc:  # noqa: BLE001 - raised to the caller of push/frames
+            self._failure = exc
+            self._ring.close()
+
+    def _emit(self, x_d_info: Mapping[str, np.ndarray]) -> None:
+        index = self._next_index
+        frame = self._render(index, x_d_info)
+        slot = self._ring.acquire()
+        slot.array[...] = frame
+        slot.commit(index)
+        self._next_index += 1
+        self.stats.frames_emitted += 1
+        if self.stats.first_frame_latency is None and self._first_push is not None:
+            self.stats.first_frame_latency = time.perf_counter() - self._first_push
+
+    # -- consumer side -------------------------------------------------------------------------
+
+    def frames(self, timeout: float | None = None) -> Iterator[Frame]:
+        """Frames in order as they are made, until the stream has ended and drained. Each frame
+        is valid until the next is taken. `timeout`: seconds to wait for one frame."""
+        while True:
+            try:
+                taken = self._ring.take(timeout=timeout)
+            except RingClosed:
+                self._raise_failure()
+                return
+            try:
+                yield Frame(taken.index, taken.index / FPS, taken.array)
+            finally:
+                taken.release()
+
+    def write_mp4(self, path, audio_path=None) -> int:
+        """Consume the frames into an mp4 as they come (H.264, plus `audio_path`'s audio);
+        returns the frame count. The file appears when the stream has ended."""
+        from ditto_fast.stages.writer import VideoWriter
+
+        height, width = self._ring.shape[:2]
+        with VideoWriter(path, width, height, audio_path=audio_path) as writer:
+            for frame in self.frames():
+                writer.write(frame.rgb)
+        return writer.frames
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """Stop the worker; frames not yet taken are dropped."""
+        self._ring.close()
+        try:
+            self._windows.put_nowait(("end",))
+        except queue.Full:
+            pass
+        self._worker.join(timeout=10)
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
