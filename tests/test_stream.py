@@ -72,6 +72,20 @@ def test_frame_count_follows_the_reference_rule(renderer, avatar, seconds, overl
     assert len(frames) == expected_frames(len(audio), overlap)
 
 
+@pytest.mark.parametrize("chunksize", [(2, 5, 1), (3, 5, 2), (5, 5, 3)])
+def test_chunk_sizes(renderer, avatar, chunksize):
+    audio = demo_speech(1.1)
+    with renderer.stream(avatar, chunksize=chunksize, overlap_v2=75, seed=0) as session:
+        frames = run(session, audio)
+    assert len(frames) == expected_frames(len(audio), 75, chunksize)
+
+
+def test_overlaps_that_cannot_stream_correctly_are_refused(renderer, avatar):
+    # With O < V the reference never emits the first V - O real frames (DITTO_SPEC §5.9).
+    with pytest.raises(ValueError, match="overlap"):
+        renderer.stream(avatar, overlap_v2=10)
+
+
 def test_windows_are_the_reference_online_windows(renderer, avatar):
     audio = demo_speech(1.3)
     recorder = RecordingHubert(renderer.networks["hubert"])
