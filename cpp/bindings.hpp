@@ -7,5 +7,6 @@ namespace ditto::bindings {
 
 void bind_build_info(pybind11::module_& m);
 void bind_frame_ring(pybind11::module_& m);
+void bind_paste_back(pybind11::module_& m);
 
 }  // namespace ditto::bindings

@@ -1,5 +1,6 @@
 """Paste-back (DITTO_SPEC §5.13–§5.14): the generated mask against the reference mask, and the
-warps and blend against the reference's golden put-back (golden README §5.7), byte for byte."""
+warps and blend against the reference's golden put-back (golden README §5.7), byte for byte. The NumPy
+warps of tests/paste_reference.py are checked here, so the native kernel can be tested against them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pathlib
 
 import numpy as np
 import pytest
+from paste_reference import blend, full_frame_paste, warp_affine
 
-from ditto_fast.stages.paste import PasteBack, blend, paste_mask, render_to_hwc, warp_affine
+from ditto_fast.stages.paste import PasteBack, paste_mask, render_to_hwc
 
 PUTBACK_CASES = (0, 1)
 
@@ -20,13 +22,6 @@ def _putback(shared_ref: pathlib.Path) -> np.lib.npyio.NpzFile:
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return np.load(path)
-
-
-def _full_frame_paste(frame: np.ndarray, render: np.ndarray, m_c2o: np.ndarray) -> np.ndarray:
-    """The reference's formulation: both warps over the whole frame, then the blend."""
-    height, width = frame.shape[:2]
-    mask = np.clip(warp_affine(paste_mask(), m_c2o, (width, height)), 0, 1)
-    return blend(frame, warp_affine(render, m_c2o, (width, height)), mask)
 
 
 def test_mask_is_the_reference_mask(shared_ref: pathlib.Path) -> None:
@@ -116,7 +111,8 @@ def test_window_paste_equals_full_frame_paste(m_c2o: np.ndarray) -> None:
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
     render = (rng.integers(0, 1021, size=(512, 512, 3)) / 4).astype(np.float32)
-    np.testing.assert_array_equal(PasteBack()(frame, render, m_c2o), _full_frame_paste(frame, render, m_c2o))
+    np.testing.assert_array_equal(PasteBack()(frame, render, m_c2o),
+                                  full_frame_paste(frame, render, paste_mask(), m_c2o))
 
 
 def test_crop_outside_the_frame_leaves_it_unchanged() -> None:

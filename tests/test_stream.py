@@ -191,9 +191,10 @@ def test_errors_in_the_worker_reach_the_consumer(renderer, avatar, monkeypatch):
 
     with renderer.stream(avatar, seed=0) as session:
         monkeypatch.setattr(online, "chunk_features", broken)
-        session.push(demo_speech(1.0))
-        session.end()
+        # The worker's error surfaces at the next call into the session, whichever it is.
         with pytest.raises(RuntimeError, match="hubert fell over"):
+            session.push(demo_speech(1.0))
+            session.end()
             list(session.frames(timeout=60))
     with pytest.raises(ValueError, match="chunksize must be"):
         renderer.stream(avatar, chunksize=(3, 0, 2))

@@ -1,0 +1,59 @@
+// Paste-back (DITTO_SPEC §5.14): a rendered face goes back into its full frame under a feathered
+// mask, in one pass over the frame window the crop lands on:
+//
+//   mask_w = clip(warpAffine(mask, M), 0, 1),  face_w = warpAffine(render, M),
+//   out    = uint8(clip(mask_w·face_w + (1 − mask_w)·frame, 0, 255))   (truncating)
+//
+// Both warps are OpenCV 4.x's bilinear warpAffine with a constant-0 border, reproduced bit for
+// bit: the inverse matrix in double with OpenCV's operation order, source positions in 10-bit
+// fixed point rounded to 1/32 px, tabulated float weights and float sums in OpenCV's order. The
+// blend is float32 in the reference's order. The file is built without floating-point
+// contraction (CMakeLists.txt): a fused multiply-add would change the last bit of the sums.
+//
+// What is fixed per call is computed once per call: the inverse matrix and the footprint window
+// (the weight table once per process). For an image avatar the frame, the matrix and the mask are
+// fixed per source as well and only the render changes, so the sample positions, weights and the
+// warped mask could be cached per source. This kernel keeps no state between calls instead: a
+// position costs a few integer operations per pixel, while such a cache (~10 bytes per window
+// pixel) would have to be streamed back from memory on every frame.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace ditto {
+
+// Row-major 2x3 affine matrix [a b c; d e f]: (x, y) -> (a·x + b·y + c, d·x + e·y + f).
+using Affine2x3 = std::array<double, 6>;
+
+// The crop-space inputs: an RGB render and its mask, both height x width, C-contiguous.
+struct PasteSource {
+    const float* render = nullptr;  // height x width x 3, values in [0, 255]
+    const float* mask = nullptr;    // height x width, 1 = the render only, 0 = the frame only
+    int height = 0;
+    int width = 0;
+};
+
+// A rectangle of the frame: columns [x0, x1), rows [y0, y1).
+struct FrameWindow {
+    int x0 = 0;
+    int y0 = 0;
+    int x1 = 0;
+    int y1 = 0;
+    bool empty() const { return x1 <= x0 || y1 <= y0; }
+};
+
+// The window of a frame_height x frame_width frame outside which warping a
+// crop_height x crop_width image through crop_to_frame gives exactly 0 (clipped to the frame).
+FrameWindow crop_footprint(const Affine2x3& crop_to_frame, int crop_height, int crop_width,
+                           int frame_height, int frame_width);
+
+// Pastes `source` through `crop_to_frame` into a height x width x 3 uint8 frame. `out` may be
+// `frame` itself (in place: only the footprint window is written) or a separate buffer of the
+// same shape that must not overlap it (every pixel is written: the frame's outside the window).
+// Rows are shared among `threads` threads (0: std::thread::hardware_concurrency()); the result
+// does not depend on the thread count. crop_to_frame must be finite.
+void paste_back(const std::uint8_t* frame, std::uint8_t* out, int height, int width,
+                const PasteSource& source, const Affine2x3& crop_to_frame, unsigned threads = 0);
+
+}  // namespace ditto
