@@ -133,14 +133,14 @@ def test_audio_arrays_work_like_files(renderer, avatar, inputs, frames):
 def test_an_error_mid_render_leaves_no_file(renderer, avatar, inputs, tmp_path, monkeypatch):
     from ditto_fast.engine import offline
 
-    real = offline.FrameRenderer.__call__
+    real = offline.FrameRenderer.render_into
 
-    def failing(self, index, x_d_info):
+    def failing(self, ring, index, x_d_info):
         if index == 5:
             raise RuntimeError("decoder exploded")
-        return real(self, index, x_d_info)
+        return real(self, ring, index, x_d_info)
 
-    monkeypatch.setattr(offline.FrameRenderer, "__call__", failing)
+    monkeypatch.setattr(offline.FrameRenderer, "render_into", failing)
     out = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="decoder exploded") as info:
         renderer.render_to_file(avatar, inputs[1], out, seed=0)

@@ -49,19 +49,39 @@ class ProgressBar:
         print(line, end=end, file=self.stream, flush=True)
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments every rendering command shares: which weights, which backend, which options."""
+    from ditto_fast.networks import BACKENDS
+    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
+
+    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
+                        help=f"checkpoint tree (default: {DEFAULT_CHECKPOINTS}, synthetic weights)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+    parser.add_argument("--seed", type=int, help="same inputs and seed give identical frames")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
+
+
+def _option_overrides(args: argparse.Namespace) -> dict:
+    """`--set key=value` options, with the dedicated flags (--seed, --emo) on top."""
+    from ditto_fast.options import parse_assignment
+
+    options = dict(parse_assignment(item) for item in args.set)
+    for name in ("seed", "emo"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     from ditto_fast.demo import write_demo_inputs
-    from ditto_fast.options import parse_assignment
     from ditto_fast.renderer import Renderer
 
     if args.demo == bool(args.source or args.audio):
         raise ValueError("give --source and --audio, or --demo (which makes its own inputs)")
     if not args.demo and not (args.source and args.audio):
         raise ValueError("--source and --audio go together")
-    options = dict(parse_assignment(item) for item in args.set)
-    for name in ("seed", "emo"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
+    options = _option_overrides(args)
     renderer = Renderer(args.checkpoints, backend=args.backend, cfg=args.cfg)
     if renderer.synthetic:
         print(f"note: {args.checkpoints} holds synthetic weights: the video shows the pipeline, "
@@ -76,22 +96,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _add_render(commands) -> None:
     from ditto_fast.options import PRESETS
-    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
 
     parser = commands.add_parser("render", help="render a portrait speaking an audio file into an mp4")
     parser.add_argument("--source", help="portrait image (jpg/png/webp) or video (mp4/mov)")
     parser.add_argument("--audio", help="speech audio (wav/flac/ogg/mp3, any rate and channels)")
     parser.add_argument("--demo", action="store_true", help="render the project's own sample portrait and speech")
     parser.add_argument("--out", required=True, help="output .mp4 (written only when the render finishes)")
-    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
-                        help=f"checkpoint tree (default: {DEFAULT_CHECKPOINTS}, synthetic weights)")
     parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="speed/quality starting point")
-    parser.add_argument("--seed", type=int, help="same inputs and seed give identical frames")
     parser.add_argument("--emo", type=int, help="emotion label 0-7 (4 neutral); lists via --set emo=[3,4]")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
+    _add_model_arguments(parser)
     parser.set_defaults(run=_cmd_render)
 
 
@@ -99,14 +113,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     import json
     import threading
 
-    from ditto_fast.options import parse_assignment
     from ditto_fast.renderer import Renderer
     from ditto_fast.stages.audio import SAMPLE_RATE, load_audio
 
     chunksize = tuple(int(v) for v in args.chunksize.split(","))
-    options = dict(parse_assignment(item) for item in args.set)
-    if args.seed is not None:
-        options["seed"] = args.seed
+    options = _option_overrides(args)
     renderer = Renderer(args.checkpoints, backend=args.backend)
     audio = load_audio(args.audio)
     session = renderer.stream(args.source, chunksize=chunksize, **options)
@@ -141,8 +152,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 
 def _add_stream(commands) -> None:
-    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
-
     parser = commands.add_parser("stream", help="replay an audio file through the live (online) pipeline")
     parser.add_argument("--source", required=True, help="portrait image or video")
     parser.add_argument("--audio", required=True, help="speech audio to replay")
@@ -150,10 +159,7 @@ def _add_stream(commands) -> None:
     parser.add_argument("--realtime", action="store_true", help="push audio at real-time pace")
     parser.add_argument("--out", help="also write the frames to this mp4")
     parser.add_argument("--stats-json", help="write latency and throughput figures to this JSON file")
-    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS))
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any render option")
+    _add_model_arguments(parser)
     parser.set_defaults(run=_cmd_stream)
 
 

@@ -100,7 +100,7 @@ class StreamSDK:
             raise RuntimeError("StreamSDK.run_chunk() before setup()")
         if self._stream is None:
             self._stream = StreamSession(self.renderer.networks, self.avatar,
-                                         self.options.replace(online_mode=True), tuple(chunksize))
+                                         self.options, tuple(chunksize))
             self._stream_writer = threading.Thread(
                 target=self._stream.write_mp4, args=(self.tmp_output_path,), name="ditto-fast-sdk-writer")
             self._stream_writer.start()

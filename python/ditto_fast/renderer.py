@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,10 @@ class Renderer:
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
         return StreamSession(self.networks, avatar, resolved, chunksize)
 
-    @property
+    @cached_property
     def online_defaults(self) -> dict[str, Any]:
-        """The online config's default_kwargs (the offline ones when the tree has none)."""
+        """The online config's default_kwargs (the offline ones when the tree has none), read
+        once per Renderer."""
         try:
             return self.networks.tree.load_config("online").default_kwargs
         except FileNotFoundError:

@@ -48,13 +48,13 @@ class RenderInfo:
     options: RenderOptions
 
 
-def motion_frames(networks: Mapping[str, Network], avatar: Avatar, features: np.ndarray,
-                  options: RenderOptions) -> list[dict[str, np.ndarray]]:
-    """The driving motion of every output frame from HuBERT features (num_frames, 1024)
-    (the reference's offline audio2motion)."""
+def motion_setup(networks: Mapping[str, Network], avatar: Avatar,
+                 options: RenderOptions) -> tuple[ConditionHandler, Audio2Motion]:
+    """The condition handler and the clip generator the options describe (offline or online,
+    per `options.online_mode`); the condition source is `ch_info` when given."""
     condition_source: Avatar = options.ch_info or avatar
-    conditions = ConditionHandler(condition_source.sc, condition_source.eye_open, condition_source.eye_ball,
-                                  emo=options.emo, eye_f0_mode=options.eye_f0_mode)(features, 0)
+    condition = ConditionHandler(condition_source.sc, condition_source.eye_open, condition_source.eye_ball,
+                                 emo=options.emo, eye_f0_mode=options.eye_f0_mode)
     a2m = Audio2Motion(
         networks["lmdm"], condition_source.motion_info(0),
         Audio2MotionOptions(
@@ -64,7 +64,15 @@ def motion_frames(networks: Mapping[str, Network], avatar: Avatar, features: np.
         ),
         noise=GaussianNoise(options.seed),
     )
-    return a2m.to_frame_dicts(a2m.generate_offline(conditions))
+    return condition, a2m
+
+
+def motion_frames(networks: Mapping[str, Network], avatar: Avatar, features: np.ndarray,
+                  options: RenderOptions) -> list[dict[str, np.ndarray]]:
+    """The driving motion of every output frame from HuBERT features (num_frames, 1024)
+    (the reference's offline audio2motion)."""
+    condition, a2m = motion_setup(networks, avatar, options)
+    return a2m.to_frame_dicts(a2m.generate_offline(condition(features, 0)))
 
 
 class FrameRenderer:
@@ -85,13 +93,18 @@ class FrameRenderer:
         self.stitch.setup_frames(num_frames, options.fade_in, options.fade_out, options.ctrl_info)
         self.paste = PasteBack()
 
-    def __call__(self, index: int, x_d_info: Mapping[str, np.ndarray]) -> np.ndarray:
+    def render_into(self, ring: FrameRing, index: int, x_d_info: Mapping[str, np.ndarray]) -> None:
+        """Render frame `index` and commit it to `ring`. The networks run before a slot is
+        taken; paste-back then writes straight into the slot (no frame copy)."""
         source = mirror_index(index, self.avatar.num_frames)
         x_s, x_d = self.stitch(self.avatar.motion_info(source), x_d_info, **self.stitch.frame_ctrl(index))
         (feature,) = self.networks["warp_network"](feature_3d=self.avatar.f_s[source], kp_source=x_s,
                                                    kp_driving=x_d)
         (image,) = self.networks["decoder"](feature=feature)
-        return self.paste(self.avatar.frames[source], render_to_hwc(image), self.avatar.m_c2o[source])
+        face = render_to_hwc(image)
+        with ring.acquire() as slot:  # an error before commit gives the slot back
+            self.paste(self.avatar.frames[source], face, self.avatar.m_c2o[source], out=slot.array)
+            slot.commit(index)
 
 
 class RenderJob:
@@ -154,10 +167,7 @@ class RenderJob:
             for index, x_d_info in enumerate(motions):
                 if stop.is_set():
                     return
-                frame = render(index, x_d_info)
-                slot = ring.acquire()
-                slot.array[...] = frame
-                slot.commit(index)
+                render.render_into(ring, index, x_d_info)
         except RingClosed:
             pass  # the consumer stopped early
         except BaseException:  # noqa: BLE001 - handed to the consumer with its traceback

@@ -24,12 +24,18 @@ import soxr
 
 from ditto_fast._core import FrameRing, RingClosed
 from ditto_fast.backends.base import Network
-from ditto_fast.engine.offline import Frame, FrameRenderer
+from ditto_fast.engine.offline import Frame, FrameRenderer, motion_setup
 from ditto_fast.options import RenderOptions
-from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, as_mono_16k, chunk_features, window_length
+from ditto_fast.stages.audio import (
+    FPS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    as_mono_16k,
+    check_chunksize,
+    chunk_features,
+    window_length,
+)
 from ditto_fast.stages.avatar import Avatar
-from ditto_fast.stages.condition import ConditionHandler
-from ditto_fast.stages.motion import Audio2Motion, Audio2MotionOptions, GaussianNoise
 from ditto_fast.stages.online_motion import OnlineAudio2Motion, silence_warmup_features
 
 DEFAULT_CHUNKSIZE = (3, 5, 2)
@@ -64,13 +70,6 @@ class StreamStats:
         }
 
 
-def check_chunksize(chunksize: tuple[int, int, int]) -> tuple[int, int, int]:
-    if (len(chunksize) != 3 or not all(isinstance(c, int) and c >= 0 for c in chunksize) or chunksize[1] < 1):
-        raise ValueError(f"chunksize must be (past, current, future) frame counts with current >= 1, "
-                         f"got {chunksize}")
-    return tuple(chunksize)  # type: ignore[return-value]
-
-
 class StreamSession:
     """One live stream. Use as a context manager; `push` and `end` from one thread, `frames`
     from another (or the same, alternating)."""
@@ -79,22 +78,12 @@ class StreamSession:
                  chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE, ring_slots: int = DEFAULT_RING_SLOTS,
                  queued_windows: int = DEFAULT_QUEUED_WINDOWS) -> None:
         self.chunksize = check_chunksize(chunksize)
-        self.options = options
+        self.options = options = options.replace(online_mode=True)
         self.stats = StreamStats()
         self._networks = networks
         self._window = window_length(self.chunksize)
         self._stride = self.chunksize[1] * SAMPLES_PER_FRAME
-        condition_source = options.ch_info or avatar
-        a2m = Audio2Motion(
-            networks["lmdm"], condition_source.motion_info(0),
-            Audio2MotionOptions(overlap=options.overlap_v2, smo_k_d=options.smo_k_d,
-                                fix_kp_cond=options.fix_kp_cond, fix_kp_cond_dim=options.fix_kp_cond_dim,
-                                sampling_timesteps=options.sampling_timesteps, online_mode=True,
-                                v_min_max_for_clip=options.v_min_max_for_clip),
-            noise=GaussianNoise(options.seed),
-        )
-        condition = ConditionHandler(condition_source.sc, condition_source.eye_open, condition_source.eye_ball,
-                                     emo=options.emo, eye_f0_mode=options.eye_f0_mode)
+        condition, a2m = motion_setup(networks, avatar, options)
         self._driver = OnlineAudio2Motion(
             a2m, condition, silence_warmup_features(networks["hubert"], options.overlap_v2))
         self._render = FrameRenderer(networks, avatar, options, options.N_d)
@@ -238,10 +227,7 @@ class StreamSession:
 
     def _emit(self, x_d_info: Mapping[str, np.ndarray]) -> None:
         index = self._next_index
-        frame = self._render(index, x_d_info)
-        slot = self._ring.acquire()
-        slot.array[...] = frame
-        slot.commit(index)
+        self._render.render_into(self._ring, index, x_d_info)
         self._next_index += 1
         self.stats.frames_emitted += 1
         if self.stats.first_frame_latency is None and self._first_push is not None:

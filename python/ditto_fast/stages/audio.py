@@ -160,7 +160,8 @@ def window_length(chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> int:
     return int(_frames_to_samples(sum(chunksize))) + _WINDOW_EXTRA_SAMPLES
 
 
-def _check_chunksize(chunksize: Chunksize) -> tuple[int, int, int]:
+def check_chunksize(chunksize: Chunksize) -> tuple[int, int, int]:
+    """(left, valid, right) as ints; ValueError unless non-negative with valid >= 1."""
     if len(chunksize) != 3 or any(int(c) != c or c < 0 for c in chunksize) or chunksize[1] < 1:
         raise ValueError(f"chunksize must be (left, valid, right) non-negative ints with valid >= 1, got {chunksize!r}")
     left, valid, right = (int(c) for c in chunksize)
@@ -184,7 +185,7 @@ def offline_windows(audio: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE)
     5k .. 5k+4 (for valid = 5); the clip is zero-padded so that the first window has `left`
     frames of silence before frame 0.
     """
-    _, valid, right = _check_chunksize(chunksize)
+    _, valid, right = check_chunksize(chunksize)
     audio = _check_audio(audio)
     num_f = frame_count(audio.shape[0])
     split_len = window_length(chunksize)
@@ -198,7 +199,7 @@ def offline_windows(audio: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE)
 def features_from_hubert(encodings: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
     """HuBERT output of one window (T, D) — or a stack (..., T, D) — → its `valid` video-frame
     features (..., valid, D): the 2·valid frames just before the last 2·right, pair-averaged."""
-    _, valid, right = _check_chunksize(chunksize)
+    _, valid, right = check_chunksize(chunksize)
     encodings = np.asarray(encodings)
     needed = (valid + right) * HUBERT_FRAMES_PER_VIDEO_FRAME
     if encodings.ndim < 2 or encodings.shape[-2] < needed:
@@ -229,7 +230,7 @@ def offline_features(audio: np.ndarray, hubert: Network, chunksize: Chunksize = 
 def online_chunks(audio: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
     """The chunks the reference's online driver feeds to `run_chunk`: `left` frames of silence
     prepended, windows of `window_length` every `valid` frames, the last one zero-padded."""
-    left, valid, _ = _check_chunksize(chunksize)
+    left, valid, _ = check_chunksize(chunksize)
     audio = _check_audio(audio)
     split_len = window_length(chunksize)
     stride = valid * SAMPLES_PER_FRAME
