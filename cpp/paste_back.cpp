@@ -69,10 +69,15 @@ py::array paste_back_py(const py::array& frame, const py::array& render, const p
                         const py::array& m_c2o, std::optional<py::array> out, int threads) {
     require<std::uint8_t>(frame, "frame", {-1, -1, 3}, "(H, W, 3) uint8 array");
     require<float>(mask, "mask", {-1, -1}, "non-empty (S, S') float32 array");
-    require<float>(render, "render", {mask.shape(0), mask.shape(1), 3},
-                   ("(" + std::to_string(mask.shape(0)) + ", " + std::to_string(mask.shape(1)) +
-                    ", 3) float32 array (the mask's size)")
-                       .c_str());
+    // 4-D: the decoder's (1, 3, S, S') output in [0, 1]; 3-D: the converted (S, S', 3) render.
+    const bool channel_first = render.ndim() == 4;
+    const std::string size = std::to_string(mask.shape(0)) + ", " + std::to_string(mask.shape(1));
+    if (channel_first)
+        require<float>(render, "render", {1, 3, mask.shape(0), mask.shape(1)},
+                       ("(1, 3, " + size + ") float32 array (the mask's size)").c_str());
+    else
+        require<float>(render, "render", {mask.shape(0), mask.shape(1), 3},
+                       ("(" + size + ", 3) float32 array (the mask's size)").c_str());
     const Affine2x3 affine = crop_to_frame_matrix(m_c2o);
     if (threads < 0)
         throw py::value_error("paste_back: threads must be >= 0 (0: one per core), got " +
@@ -89,7 +94,8 @@ py::array paste_back_py(const py::array& frame, const py::array& render, const p
 
     const PasteSource source{static_cast<const float*>(render.data()),
                              static_cast<const float*>(mask.data()),
-                             static_cast<int>(mask.shape(0)), static_cast<int>(mask.shape(1))};
+                             static_cast<int>(mask.shape(0)), static_cast<int>(mask.shape(1)),
+                             channel_first ? RenderLayout::kChwUnit : RenderLayout::kHwc255};
     const auto* frame_data = static_cast<const std::uint8_t*>(frame.data());
     auto* out_data = static_cast<std::uint8_t*>(out->mutable_data());
     {
@@ -110,8 +116,10 @@ out = uint8(clip(mask_w * face_w + (1 - mask_w) * frame, 0, 255)) with mask_w an
 OpenCV 4.x bilinear warps (black border) of `mask` (clipped to [0, 1]) and `render` through
 `m_c2o`; only the frame window the crop lands on is computed.
 
-frame: (H, W, 3) uint8; render: (S, S', 3) float32 in [0, 255]; mask: (S, S') float32;
-m_c2o: (2, 3) or (3, 3) crop->frame matrix. All C-contiguous, none converted.
+frame: (H, W, 3) uint8; render: (S, S', 3) float32 in [0, 255], or the decoder's output
+(1, 3, S, S') float32 in [0, 1], converted inside the kernel (on its threads) as
+clip(render, 0, 1) * 255, the reference's conversion, with the same bytes; mask: (S, S') float32;
+m_c2o: (2, 3) or (3, 3) crop->frame matrix. All C-contiguous; the binding copies none of them.
 out: None (a new array), `frame` itself (in place), or a (H, W, 3) uint8 buffer sharing no
 memory with the inputs. threads: rows are shared among this many threads, 0: one per core.
 Returns `out`.)doc");

@@ -5,9 +5,16 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace ditto {
 
@@ -20,21 +27,35 @@ constexpr int kInterTabSize = 1 << kInterBits;
 constexpr double kAbScale = 1 << kAbBits;
 // Half a 1/32 px step in AB units: the rounding of the position to its 1/32 px cell.
 constexpr std::int64_t kRoundDelta = (1 << kAbBits) / kInterTabSize / 2;
+// Positions [p·2^AB, (p + 1)·2^AB) in AB units (round delta included) sample the block whose
+// top-left tap is source pixel p.
+constexpr std::int64_t kAbPerPixel = 1 << kAbBits;
 
-// Rows per unit of work: small enough that two threads finish together even when the window's
-// rows cost different amounts (a rotated crop covers more of some rows than others).
+// Frame rows per unit of work: small enough that two threads finish together even when the
+// window's rows cost different amounts (a rotated crop covers more of some rows than others).
 constexpr int kRowsPerTask = 8;
+// Source rows per unit of the per-call preparation (render conversion, opaque-block map).
+constexpr int kSourceRowsPerTask = 32;
 
-// Bilinear weights (top-left, top-right, bottom-left, bottom-right) for every 1/32 px offset,
-// as OpenCV tabulates them: float products of (1 − f/32, f/32), all exact.
+// One 1/32 px offset's bilinear weights (top-left, top-right, bottom-left, bottom-right), each
+// repeated over four lanes so that a colour vector multiplies by a weight loaded as is.
+struct alignas(16) Weights {
+    float lanes[4][4];
+    float operator[](int tap) const { return lanes[tap][0]; }
+};
+
+// The weights of every offset as OpenCV tabulates them: float products of (1 − f/32, f/32), all
+// exact multiples of 1/1024 that sum to exactly 1.
 struct WeightTable {
-    std::array<std::array<float, 4>, kInterTabSize * kInterTabSize> w{};
+    std::array<Weights, kInterTabSize * kInterTabSize> w{};
     WeightTable() {
         for (int fy = 0; fy < kInterTabSize; ++fy) {
             const float wy1 = static_cast<float>(fy) / kInterTabSize, wy0 = 1.0f - wy1;
             for (int fx = 0; fx < kInterTabSize; ++fx) {
                 const float wx1 = static_cast<float>(fx) / kInterTabSize, wx0 = 1.0f - wx1;
-                w[fy * kInterTabSize + fx] = {wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1};
+                const float taps[4] = {wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1};
+                for (int tap = 0; tap < 4; ++tap)
+                    std::fill_n(w[fy * kInterTabSize + fx].lanes[tap], 4, taps[tap]);
             }
         }
     }
@@ -43,6 +64,79 @@ struct WeightTable {
 const WeightTable& weight_table() {
     static const WeightTable table;
     return table;
+}
+
+// Red, green, blue and a spare lane. Every lane goes through exactly the float operations of the
+// per-channel formula (no fused multiply-adds), so the bytes are the same as channel by channel.
+#if defined(__SSE2__)
+struct Rgbx {
+    __m128 v;
+
+    static Rgbx load(const float* p) { return {_mm_loadu_ps(p)}; }  // reads 4 floats
+    static Rgbx from_bytes(const std::uint8_t* p) {
+        const int bits = p[0] | p[1] << 8 | p[2] << 16;
+        const __m128i zero = _mm_setzero_si128();
+        const __m128i bytes = _mm_cvtsi32_si128(bits);
+        return {_mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(bytes, zero), zero))};
+    }
+    Rgbx operator*(float s) const { return {_mm_mul_ps(v, _mm_set1_ps(s))}; }
+    Rgbx operator*(Rgbx o) const { return {_mm_mul_ps(v, o.v)}; }
+    Rgbx operator+(Rgbx o) const { return {_mm_add_ps(v, o.v)}; }
+    // Clamped to [0, 255], then truncated toward zero as NumPy's astype(uint8) does: R, G, B
+    // and a fourth byte of junk, which costs less than writing three bytes alone. Only the top
+    // is clamped in float: anything below 0 truncates to a negative integer or 0x80000000 (NaN
+    // too, which gives 0 as the scalar cast does on x86), and the saturating packs make that 0.
+    void store4(std::uint8_t* p) const {
+        __m128i ints = _mm_cvttps_epi32(_mm_min_ps(_mm_set1_ps(255.0f), v));
+        ints = _mm_packus_epi16(_mm_packs_epi32(ints, ints), ints);
+        const int bytes = _mm_cvtsi128_si32(ints);
+        std::memcpy(p, &bytes, 4);  // x86 is little-endian: R, G, B first
+    }
+    void store3(std::uint8_t* p) const {
+        std::uint8_t bytes[4];
+        store4(bytes);
+        std::memcpy(p, bytes, 3);
+    }
+};
+#else
+struct Rgbx {
+    std::array<float, 4> v;
+
+    static Rgbx load(const float* p) { return {{p[0], p[1], p[2], p[3]}}; }
+    static Rgbx from_bytes(const std::uint8_t* p) {
+        return {{static_cast<float>(p[0]), static_cast<float>(p[1]), static_cast<float>(p[2]), 0.0f}};
+    }
+    Rgbx operator*(float s) const { return {{v[0] * s, v[1] * s, v[2] * s, v[3] * s}}; }
+    Rgbx operator*(Rgbx o) const { return {{v[0] * o.v[0], v[1] * o.v[1], v[2] * o.v[2], v[3] * o.v[3]}}; }
+    Rgbx operator+(Rgbx o) const { return {{v[0] + o.v[0], v[1] + o.v[1], v[2] + o.v[2], v[3] + o.v[3]}}; }
+    void store4(std::uint8_t* p) const {
+        store3(p);
+        p[3] = 0;
+    }
+    void store3(std::uint8_t* p) const {
+        for (int c = 0; c < 3; ++c) p[c] = static_cast<std::uint8_t>(std::min(std::max(v[c], 0.0f), 255.0f));
+    }
+};
+#endif
+
+// A bilinear sample from its four taps, summed left to right as OpenCV's remap sums them.
+float bilinear(float top_left, float top_right, float bottom_left, float bottom_right, const Weights& w) {
+    return top_left * w[0] + top_right * w[1] + bottom_left * w[2] + bottom_right * w[3];
+}
+
+// The same, for every channel at once.
+Rgbx bilinear(Rgbx top_left, Rgbx top_right, Rgbx bottom_left, Rgbx bottom_right, const Weights& w) {
+    return top_left * Rgbx::load(w.lanes[0]) + top_right * Rgbx::load(w.lanes[1]) +
+           bottom_left * Rgbx::load(w.lanes[2]) + bottom_right * Rgbx::load(w.lanes[3]);
+}
+
+// The mask clipped to [0, 1]: the face's share of the output pixel.
+float face_share(float mask) { return std::min(std::max(mask, 0.0f), 1.0f); }
+
+// alpha·face + (1 − alpha)·frame, in the reference's order.
+Rgbx blend(float alpha, Rgbx face, const std::uint8_t* frame_pixel) {
+    const float keep = 1.0f - alpha;
+    return face * alpha + Rgbx::from_bytes(frame_pixel) * keep;
 }
 
 // OpenCV's invertAffineTransform, with its operation order: frame position -> crop position.
@@ -54,98 +148,328 @@ Affine2x3 invert(const Affine2x3& m) {
     return {a11, a12, -a11 * m[2] - a12 * m[5], a21, a22, -a21 * m[2] - a22 * m[5]};
 }
 
-// Everything one call's rows share.
-struct PasteJob {
-    const std::uint8_t* frame;
-    std::uint8_t* out;
-    int height, width;
-    PasteSource source;
-    Affine2x3 frame_to_crop;
-    FrameWindow window;
+// Half-open index interval [begin, end); empty when end <= begin.
+struct Span {
+    int begin = 0;
+    int end = 0;
 };
 
-// The four taps of a 2x2 block whose top-left is (sx, sy); taps outside the source read 0, the
-// constant border. The image is C-contiguous with `Channels` floats per pixel.
-template <int Channels>
-struct Taps {
-    std::array<float, Channels> v[4];
+Span intersect(Span a, Span b) { return {std::max(a.begin, b.begin), std::min(a.end, b.end)}; }
 
-    Taps(const float* image, int height, int width, std::int64_t sx, std::int64_t sy) {
-        const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(width) * Channels;
-        if (sx >= 0 && sx + 1 < width && sy >= 0 && sy + 1 < height) {
-            const float* p = image + sy * stride + sx * Channels;
-            load(0, p);
-            load(1, p + Channels);
-            load(2, p + stride);
-            load(3, p + stride + Channels);
+// The first i in [0, n) with pred(i), n if none; pred must be false, then true.
+template <class Pred>
+int first_where(int n, Pred pred) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (pred(mid))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+// OpenCV splits each position into a per-row and a per-column part and rounds each to an integer
+// in AB units (half to even, like its saturate_cast) before adding them. The per-column parts of
+// the window's columns, index x − window.x0 (OpenCV's adelta and bdelta).
+struct ColumnParts {
+    std::vector<std::int64_t> x, y;
+    std::vector<std::uint32_t> x32, y32;  // the same modulo 2^32
+    // Whether each part moves one way along the row, so that any range of source pixels is read
+    // by one interval of columns. Always, unless llrint saturates on an absurd matrix.
+    bool monotonic = true;
+    bool x_rising = true, y_rising = true;
+
+    ColumnParts(const Affine2x3& inv, const FrameWindow& window) {
+        for (auto* part : {&x, &y}) part->reserve(window.x1 - window.x0);
+        for (auto* part : {&x32, &y32}) part->reserve(window.x1 - window.x0);
+        for (int col = window.x0; col < window.x1; ++col) {
+            x.push_back(std::llrint(inv[0] * col * kAbScale));
+            y.push_back(std::llrint(inv[3] * col * kAbScale));
+            x32.push_back(static_cast<std::uint32_t>(x.back()));
+            y32.push_back(static_cast<std::uint32_t>(y.back()));
+        }
+        if (x.empty()) return;
+        x_rising = x.back() >= x.front();
+        y_rising = y.back() >= y.front();
+        for (std::size_t i = 1; i < x.size(); ++i) {
+            monotonic = monotonic && (x_rising ? x[i] >= x[i - 1] : x[i] <= x[i - 1]) &&
+                        (y_rising ? y[i] >= y[i - 1] : y[i] <= y[i - 1]);
+        }
+    }
+
+    // The columns (window-relative) whose blocks' top-left taps lie in source columns
+    // [first_x, last_x] and rows [first_y, last_y], for a row whose per-row parts are row_x, row_y.
+    Span reading(std::int64_t row_x, std::int64_t row_y, std::int64_t first_x, std::int64_t last_x,
+                 std::int64_t first_y, std::int64_t last_y) const {
+        return intersect(between(x, x_rising, row_x, first_x, last_x),
+                         between(y, y_rising, row_y, first_y, last_y));
+    }
+
+  private:
+    // The i with first <= (base + part[i]) / 2^AB (rounded down) <= last; an interval since
+    // `part` is monotonic.
+    static Span between(const std::vector<std::int64_t>& part, bool rising, std::int64_t base,
+                        std::int64_t first, std::int64_t last) {
+        const std::int64_t lo = first * kAbPerPixel, hi = last * kAbPerPixel + (kAbPerPixel - 1);
+        const int n = static_cast<int>(part.size());
+        const auto below = [&](int i) { return base + part[i] < lo; };
+        const auto above = [&](int i) { return base + part[i] > hi; };
+        if (rising)
+            return {first_where(n, [&](int i) { return !below(i); }), first_where(n, above)};
+        return {first_where(n, [&](int i) { return !above(i); }), first_where(n, below)};
+    }
+};
+
+// One row of the opaque-block map: for each block whose top-left tap is in mask row `top`
+// (`width` floats, the next row below it), whether all four of its taps are exactly 1.
+void mark_opaque_blocks(const float* top, int width, std::uint8_t* opaque) {
+    const float* bottom = top + width;
+    for (int x = 0; x + 1 < width; ++x) {
+        opaque[x] = (top[x] == 1.0f) & (top[x + 1] == 1.0f) & (bottom[x] == 1.0f) & (bottom[x + 1] == 1.0f);
+    }
+    opaque[width - 1] = 0;  // no block: there is no tap to its right
+}
+
+// Pixels [first, last) of a (3, h, w) render in [0, 1], plane = h·w, into (h, w, 3) × 255 as the
+// reference converts: clip to [0, 1] (NaN stays NaN, as in np.clip), then × 255 in float32.
+void convert_chw_unit(const float* chw, std::size_t plane, std::size_t first, std::size_t last, float* hwc) {
+    std::size_t i = first;
+#if defined(__SSE2__)
+    // Four pixels at a time. max(0, v) and min(1, v) in this operand order are exactly the
+    // scalar std::max(v, 0) and std::min(v, 1), NaN and −0 included.
+    const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f), scale = _mm_set1_ps(255.0f);
+    const auto channel = [&](std::size_t c) {
+        return _mm_mul_ps(_mm_min_ps(one, _mm_max_ps(zero, _mm_loadu_ps(chw + c * plane + i))), scale);
+    };
+    for (; i + 4 <= last; i += 4) {
+        const __m128 r = channel(0), g = channel(1), b = channel(2);
+        float* out = hwc + i * 3;
+        // Interleaved: r0 g0 b0 r1 | g1 b1 r2 g2 | b2 r3 g3 b3.
+        _mm_storeu_ps(out, _mm_shuffle_ps(_mm_unpacklo_ps(r, g), _mm_shuffle_ps(b, r, _MM_SHUFFLE(1, 1, 0, 0)),
+                                          _MM_SHUFFLE(2, 0, 1, 0)));
+        _mm_storeu_ps(out + 4, _mm_shuffle_ps(_mm_unpacklo_ps(g, b), _mm_unpackhi_ps(r, g), _MM_SHUFFLE(1, 0, 3, 2)));
+        _mm_storeu_ps(out + 8, _mm_shuffle_ps(_mm_shuffle_ps(b, r, _MM_SHUFFLE(3, 3, 2, 2)), _mm_unpackhi_ps(g, b),
+                                              _MM_SHUFFLE(3, 2, 2, 0)));
+    }
+#endif
+    for (; i < last; ++i) {
+        for (std::size_t c = 0; c < 3; ++c)
+            hwc[i * 3 + c] = std::min(std::max(chw[c * plane + i], 0.0f), 1.0f) * 255.0f;
+    }
+}
+
+// Whether positions inside a height x width source, and block indices into it, fit in 32 bits,
+// which the sampling of blocks inside the source relies on. Always, short of gigapixel sources.
+bool fits_32_bits(int height, int width) {
+    constexpr std::int64_t kLimit = std::numeric_limits<std::int32_t>::max();
+    return (std::int64_t{width} + 1) * kAbPerPixel <= kLimit && (std::int64_t{height} + 1) * kAbPerPixel <= kLimit &&
+           std::int64_t{height} * width <= kLimit;
+}
+
+// What one thread reuses from row to row, window-relative columns.
+struct RowScratch {
+    std::vector<std::uint32_t> block;   // source index of each column's block's top-left tap
+    std::vector<std::uint32_t> weight;  // weight table index of each column
+    std::vector<std::uint8_t> staging;  // the row's pixels, 3 bytes each, and a byte of slack
+
+    explicit RowScratch(int columns) : block(columns), weight(columns), staging(std::size_t(columns) * 3 + 1) {}
+};
+
+// One call: its inputs, what is prepared once per call, and the work shared among the threads.
+class PasteCall {
+  public:
+    PasteCall(const std::uint8_t* frame, std::uint8_t* out, int height, int width, const PasteSource& source,
+              const Affine2x3& crop_to_frame)
+        : frame_(frame),
+          out_(out),
+          width_(width),
+          source_(source),
+          frame_to_crop_(invert(crop_to_frame)),
+          window_(crop_footprint(crop_to_frame, source.height, source.width, height, width)),
+          columns_(frame_to_crop_, window_),
+          sample_inside_(columns_.monotonic && fits_32_bits(source.height, source.width)) {
+        const bool in_place = out == frame;
+        begin_row_ = in_place ? window_.y0 : 0;
+        end_row_ = in_place ? window_.y1 : height;
+        next_row_ = begin_row_;
+        if (window_.empty()) return;  // nothing to sample: nothing to prepare
+        const std::size_t pixels = static_cast<std::size_t>(source.height) * source.width;
+        prepare_tasks_ = (source.height + kSourceRowsPerTask - 1) / kSourceRowsPerTask;
+        // Neither is value-initialised: the preparation writes every element that is read.
+        opaque_.reset(new std::uint8_t[pixels]);
+        if (source.layout == RenderLayout::kChwUnit) {
+            converted_.reset(new float[pixels * 3]);
+            render_ = converted_.get();
+        } else {
+            render_ = source.render;
+        }
+    }
+
+    // Units of work for this many threads at most: more would find nothing to do.
+    int tasks() const {
+        return std::max((end_row_ - begin_row_ + kRowsPerTask - 1) / kRowsPerTask, prepare_tasks_);
+    }
+
+    // Columns of the footprint window: the size of a thread's RowScratch.
+    int window_columns() const { return window_.x1 - window_.x0; }
+
+    // What every thread runs: a share of the preparation, then, once all of it is done, a share
+    // of the frame's rows.
+    void run(RowScratch& scratch) {
+        for (int task; (task = next_prepare_.fetch_add(1, std::memory_order_relaxed)) < prepare_tasks_;) {
+            prepare(task);
+            prepared_.fetch_add(1, std::memory_order_release);
+        }
+        while (prepared_.load(std::memory_order_acquire) < prepare_tasks_) std::this_thread::yield();
+
+        const bool in_place = out_ == frame_;
+        const std::size_t row_bytes = static_cast<std::size_t>(width_) * 3;
+        for (;;) {
+            const int begin = next_row_.fetch_add(kRowsPerTask, std::memory_order_relaxed);
+            if (begin >= end_row_) return;
+            for (int y = begin; y < std::min(begin + kRowsPerTask, end_row_); ++y) {
+                // Out of place every row of `out` starts as the frame's; in place only the window's
+                // rows are visited.
+                if (!in_place) std::memcpy(out_ + y * row_bytes, frame_ + y * row_bytes, row_bytes);
+                if (y >= window_.y0 && y < window_.y1) paste_row(y, scratch);
+            }
+        }
+    }
+
+  private:
+    // Source rows [first, last) of the preparation: the channel-first render converted to
+    // (h, w, 3) × 255 and the opaque-block map of the block rows starting there.
+    void prepare(int task) {
+        const int first = task * kSourceRowsPerTask;
+        const int last = std::min(first + kSourceRowsPerTask, source_.height);
+        const std::size_t w = source_.width;
+        if (source_.layout == RenderLayout::kChwUnit)
+            convert_chw_unit(source_.render, source_.height * w, first * w, last * w, converted_.get());
+        for (int y = first; y < std::min(last, source_.height - 1); ++y)
+            mark_opaque_blocks(source_.mask + y * w, source_.width, opaque_.get() + y * w);
+    }
+
+    void paste_row(int y, RowScratch& scratch) const {
+        const Affine2x3& inv = frame_to_crop_;
+        // Shifts of negative positions round toward −∞ (arithmetic shift: GCC, Clang and MSVC;
+        // C++20 on).
+        const std::int64_t row_x = std::llrint((inv[1] * y + inv[2]) * kAbScale) + kRoundDelta;
+        const std::int64_t row_y = std::llrint((inv[4] * y + inv[5]) * kAbScale) + kRoundDelta;
+        if (!columns_.monotonic) {
+            paste_border(y, row_x, row_y, {0, window_.x1 - window_.x0});
             return;
         }
-        for (int k = 0; k < 4; ++k) {
-            const std::int64_t x = sx + (k & 1), y = sy + (k >> 1);
-            if (x >= 0 && x < width && y >= 0 && y < height)
-                load(k, image + y * stride + x * Channels);
+        const int h = source_.height, w = source_.width;
+        // Columns whose block touches the source at all; outside them the mask warps to 0 and the
+        // frame shows through.
+        const Span touching = columns_.reading(row_x, row_y, -1, w - 1, -1, h - 1);
+        // Columns whose block lies inside the source, with a row below it: its taps need no
+        // bounds checks, and loading a tap's colour as four floats stays within the render.
+        Span inside = intersect(touching, columns_.reading(row_x, row_y, 0, w - 2, 0, h - 3));
+        if (!sample_inside_ || inside.end <= inside.begin) inside = {touching.end, touching.end};
+        paste_border(y, row_x, row_y, {touching.begin, inside.begin});
+        paste_inside(y, row_x, row_y, inside, scratch);
+        paste_border(y, row_x, row_y, {inside.end, touching.end});
+    }
+
+    // Window-relative columns `cols` of row y, taps outside the source reading 0 (the constant border).
+    void paste_border(int y, std::int64_t row_x, std::int64_t row_y, Span cols) const {
+        const auto& weights = weight_table().w;
+        const int h = source_.height, w = source_.width;
+        const std::size_t row_offset = static_cast<std::size_t>(y) * width_ * 3;
+        for (int i = cols.begin; i < cols.end; ++i) {
+            const std::int64_t px = (row_x + columns_.x[i]) >> (kAbBits - kInterBits);
+            const std::int64_t py = (row_y + columns_.y[i]) >> (kAbBits - kInterBits);
+            const std::int64_t sx = px >> kInterBits, sy = py >> kInterBits;
+            if (sx < -1 || sx >= w || sy < -1 || sy >= h) continue;  // mask 0: the frame shows through
+            const Weights& wt = weights[(py & (kInterTabSize - 1)) * kInterTabSize + (px & (kInterTabSize - 1))];
+            float mask[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            alignas(16) float face[4][4] = {};
+            for (int k = 0; k < 4; ++k) {
+                const std::int64_t tx = sx + (k & 1), ty = sy + (k >> 1);
+                if (tx < 0 || tx >= w || ty < 0 || ty >= h) continue;
+                const std::size_t at = static_cast<std::size_t>(ty) * w + tx;
+                mask[k] = source_.mask[at];
+                std::copy(render_ + at * 3, render_ + at * 3 + 3, face[k]);
+            }
+            const float alpha = face_share(bilinear(mask[0], mask[1], mask[2], mask[3], wt));
+            if (alpha == 0.0f) continue;  // 0·face + 1·frame is the frame (face finite), already there
+            const std::size_t pixel = row_offset + static_cast<std::size_t>(window_.x0 + i) * 3;
+            const Rgbx sample = bilinear(Rgbx::load(face[0]), Rgbx::load(face[1]), Rgbx::load(face[2]),
+                                         Rgbx::load(face[3]), wt);
+            blend(alpha, sample, frame_ + pixel).store3(out_ + pixel);
+        }
+    }
+
+    // Window-relative columns `cols` of row y whose blocks lie inside the source (paste_row).
+    void paste_inside(int y, std::int64_t row_x, std::int64_t row_y, Span cols, RowScratch& scratch) const {
+        if (cols.end <= cols.begin) return;
+        // First where each column samples, in a loop the compiler vectorises. Inside the source a
+        // position is a small non-negative number (fits_32_bits): the sums modulo 2^32 are exact.
+        const std::uint32_t base_x = static_cast<std::uint32_t>(row_x), base_y = static_cast<std::uint32_t>(row_y);
+        const std::uint32_t* col_x = columns_.x32.data();
+        const std::uint32_t* col_y = columns_.y32.data();
+        const std::uint32_t w = source_.width;
+        std::uint32_t* block = scratch.block.data();
+        std::uint32_t* weight = scratch.weight.data();
+        for (int i = cols.begin; i < cols.end; ++i) {
+            const std::uint32_t pos_x = base_x + col_x[i], pos_y = base_y + col_y[i];
+            block[i] = (pos_y >> kAbBits) * w + (pos_x >> kAbBits);
+            weight[i] = (pos_y & ((kInterTabSize - 1) << (kAbBits - kInterBits))) |
+                        ((pos_x >> (kAbBits - kInterBits)) & (kInterTabSize - 1));
+        }
+        // Then the samples. Locals, not members: the compiler cannot keep members in registers
+        // across byte stores. Pixels are assembled in the staging row, where each writes a fourth
+        // byte of junk that the next one overwrites, then copied out.
+        const auto& weights = weight_table().w;
+        const float* render = render_;
+        const float* mask = source_.mask;
+        const std::uint8_t* opaque = opaque_.get();
+        const std::size_t stride = std::size_t{w} * 3;
+        const std::size_t row_offset = static_cast<std::size_t>(y) * width_ * 3 + window_.x0 * std::size_t{3};
+        const std::uint8_t* frame_row = frame_ + row_offset;
+        std::uint8_t* staging = scratch.staging.data();
+        for (int i = cols.begin; i < cols.end; ++i) {
+            const std::size_t at = block[i];
+            const Weights& wt = weights[weight[i]];
+            const float* tap = render + at * 3;
+            const Rgbx face = bilinear(Rgbx::load(tap), Rgbx::load(tap + 3), Rgbx::load(tap + stride),
+                                       Rgbx::load(tap + stride + 3), wt);
+            std::uint8_t* out_pixel = staging + i * 3;
+            if (opaque[at]) {
+                // All four mask taps are 1 and the weights sum to exactly 1: the mask samples to 1,
+                // and 1·face + 0·frame is the face, whatever the frame.
+                face.store4(out_pixel);
+                continue;
+            }
+            const float* m = mask + at;
+            const float alpha = face_share(bilinear(m[0], m[1], m[w], m[w + 1], wt));
+            if (alpha == 0.0f)
+                std::memcpy(out_pixel, frame_row + i * 3, 3);  // the frame (face finite)
             else
-                v[k].fill(0.0f);
+                blend(alpha, face, frame_row + i * 3).store4(out_pixel);
         }
+        std::memcpy(out_ + row_offset + cols.begin * 3, staging + cols.begin * 3,
+                    static_cast<std::size_t>(cols.end - cols.begin) * 3);
     }
 
-    void load(int k, const float* p) { std::copy(p, p + Channels, v[k].begin()); }
-
-    // Left to right, as OpenCV's remap sums them; the zero taps of the border add nothing.
-    float sample(int c, const std::array<float, 4>& w) const {
-        return v[0][c] * w[0] + v[1][c] * w[1] + v[2][c] * w[2] + v[3][c] * w[3];
-    }
+    const std::uint8_t* frame_;
+    std::uint8_t* out_;
+    int width_;
+    PasteSource source_;
+    Affine2x3 frame_to_crop_;
+    FrameWindow window_;
+    ColumnParts columns_;
+    bool sample_inside_;  // whether paste_inside may take the blocks inside the source
+    int begin_row_ = 0, end_row_ = 0;
+    int prepare_tasks_ = 0;
+    std::unique_ptr<float[]> converted_;   // the render as (h, w, 3) × 255 when given channel-first
+    const float* render_ = nullptr;        // (h, w, 3) in [0, 255]: the given render or converted_
+    std::unique_ptr<std::uint8_t[]> opaque_;  // per block (top-left tap's index): all four mask taps are 1
+    std::atomic<int> next_prepare_{0}, prepared_{0}, next_row_{0};
 };
-
-void paste_row(const PasteJob& job, int y) {
-    const Affine2x3& inv = job.frame_to_crop;
-    const PasteSource& src = job.source;
-    const auto& weights = weight_table().w;
-    // OpenCV splits each position into a per-row and a per-column part and rounds each to an
-    // integer in AB units (half to even, like its saturate_cast) before adding them. Shifts of
-    // negative positions round toward −∞ (arithmetic shift: GCC, Clang and MSVC; C++20 on).
-    const std::int64_t row_x = std::llrint((inv[1] * y + inv[2]) * kAbScale) + kRoundDelta;
-    const std::int64_t row_y = std::llrint((inv[4] * y + inv[5]) * kAbScale) + kRoundDelta;
-    const std::size_t row_offset = static_cast<std::size_t>(y) * job.width * 3;
-    const std::uint8_t* frame_row = job.frame + row_offset;
-    std::uint8_t* out_row = job.out + row_offset;
-
-    for (int x = job.window.x0; x < job.window.x1; ++x) {
-        const std::int64_t px = (row_x + std::llrint(inv[0] * x * kAbScale)) >> (kAbBits - kInterBits);
-        const std::int64_t py = (row_y + std::llrint(inv[3] * x * kAbScale)) >> (kAbBits - kInterBits);
-        const std::int64_t sx = px >> kInterBits, sy = py >> kInterBits;
-        // A block wholly outside the source warps to 0 in the mask: the frame shows through.
-        if (sx < -1 || sx >= src.width || sy < -1 || sy >= src.height) continue;
-        const auto& w = weights[(py & (kInterTabSize - 1)) * kInterTabSize + (px & (kInterTabSize - 1))];
-
-        const float mask = Taps<1>(src.mask, src.height, src.width, sx, sy).sample(0, w);
-        const float alpha = std::min(std::max(mask, 0.0f), 1.0f);
-        if (alpha == 0.0f) continue;  // 0·face + 1·frame is the frame (face finite), already in place
-        const float keep = 1.0f - alpha;
-        const Taps<3> face(src.render, src.height, src.width, sx, sy);
-        const std::size_t pixel = static_cast<std::size_t>(x) * 3;
-        for (int c = 0; c < 3; ++c) {
-            const float mixed = alpha * face.sample(c, w) + keep * static_cast<float>(frame_row[pixel + c]);
-            // Clamp, then truncate toward zero as NumPy's astype(uint8) does.
-            out_row[pixel + c] = static_cast<std::uint8_t>(std::min(std::max(mixed, 0.0f), 255.0f));
-        }
-    }
-}
-
-// Out of place, every row of `out` starts as the frame's; in place only the window's rows change.
-void run_rows(const PasteJob& job, std::atomic<int>& next_row, int end_row) {
-    const bool in_place = job.out == job.frame;
-    const std::size_t row_bytes = static_cast<std::size_t>(job.width) * 3;
-    for (;;) {
-        const int begin = next_row.fetch_add(kRowsPerTask, std::memory_order_relaxed);
-        if (begin >= end_row) return;
-        for (int y = begin; y < std::min(begin + kRowsPerTask, end_row); ++y) {
-            if (!in_place)
-                std::memcpy(job.out + y * row_bytes, job.frame + y * row_bytes, row_bytes);
-            if (y >= job.window.y0 && y < job.window.y1) paste_row(job, y);
-        }
-    }
-}
 
 }  // namespace
 
@@ -176,26 +500,23 @@ FrameWindow crop_footprint(const Affine2x3& m, int crop_height, int crop_width, 
 
 void paste_back(const std::uint8_t* frame, std::uint8_t* out, int height, int width,
                 const PasteSource& source, const Affine2x3& crop_to_frame, unsigned threads) {
-    const FrameWindow window = crop_footprint(crop_to_frame, source.height, source.width, height, width);
-    const PasteJob job{frame, out, height, width, source, invert(crop_to_frame), window};
-    const bool in_place = out == frame;
-    if (in_place && window.empty()) return;
-    const int begin_row = in_place ? window.y0 : 0, end_row = in_place ? window.y1 : height;
-    std::atomic<int> next_row{begin_row};
-
-    const int tasks = (end_row - begin_row + kRowsPerTask - 1) / kRowsPerTask;
+    PasteCall call(frame, out, height, width, source, crop_to_frame);
+    const int tasks = call.tasks();
+    if (tasks == 0) return;  // in place, and the crop lands outside the frame
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    const unsigned helpers = std::min<unsigned>(threads, std::max(tasks, 1)) - 1;
+    const unsigned workers = std::min<unsigned>(threads, tasks);
+    // Allocated before any thread starts: a failed allocation must not leave threads running.
+    std::vector<RowScratch> scratch(workers, RowScratch(call.window_columns()));
     std::vector<std::thread> pool;
-    pool.reserve(helpers);
-    for (unsigned i = 0; i < helpers; ++i) {
+    pool.reserve(workers - 1);
+    for (unsigned i = 1; i < workers; ++i) {
         try {
-            pool.emplace_back(run_rows, std::cref(job), std::ref(next_row), end_row);
+            pool.emplace_back(&PasteCall::run, &call, std::ref(scratch[i]));
         } catch (const std::system_error&) {
-            break;  // no more threads to be had: the rows left go to the threads already running
+            break;  // no more threads to be had: the work left goes to the threads already running
         }
     }
-    run_rows(job, next_row, end_row);
+    call.run(scratch[0]);
     for (std::thread& t : pool) t.join();
 }
 

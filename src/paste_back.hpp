@@ -10,12 +10,15 @@
 // blend is float32 in the reference's order. The file is built without floating-point
 // contraction (CMakeLists.txt): a fused multiply-add would change the last bit of the sums.
 //
-// What is fixed per call is computed once per call: the inverse matrix and the footprint window
-// (the weight table once per process). For an image avatar the frame, the matrix and the mask are
-// fixed per source as well and only the render changes, so the sample positions, weights and the
-// warped mask could be cached per source. This kernel keeps no state between calls instead: a
-// position costs a few integer operations per pixel, while such a cache (~10 bytes per window
-// pixel) would have to be streamed back from memory on every frame.
+// Per call, before any frame row (shared among the threads): the inverse matrix, the footprint
+// window, the per-column parts of the source positions (OpenCV's adelta/bdelta), the channel-
+// first render converted to HWC, and a map of the mask's opaque blocks (all four taps exactly
+// 1). Per frame row, since positions move monotonically along a row, exact column intervals by
+// binary search: columns whose block misses the source are skipped (the frame shows through);
+// columns whose block lies inside it are sampled without bounds checks, the colour channels of a
+// tap as one SSE2 vector; where the block is opaque the mask samples to exactly 1 (the weights
+// are multiples of 1/1024 summing to 1), so the output is the clamped face and the blend and the
+// frame read are skipped. The kernel keeps no state between calls: the mask may change.
 #pragma once
 
 #include <array>
@@ -26,12 +29,23 @@ namespace ditto {
 // Row-major 2x3 affine matrix [a b c; d e f]: (x, y) -> (a·x + b·y + c, d·x + e·y + f).
 using Affine2x3 = std::array<double, 6>;
 
+// How the render is laid out in memory.
+enum class RenderLayout {
+    // height x width x 3, values in [0, 255]: the reference's converted render.
+    kHwc255,
+    // 3 x height x width, values in [0, 1]: the decoder's output as it comes. It is clipped to
+    // [0, 1] and scaled by 255 in float32 into a per-call HWC copy (the threads share the
+    // work), exactly the reference's conversion, so the result is the same.
+    kChwUnit,
+};
+
 // The crop-space inputs: an RGB render and its mask, both height x width, C-contiguous.
 struct PasteSource {
-    const float* render = nullptr;  // height x width x 3, values in [0, 255]
-    const float* mask = nullptr;    // height x width, 1 = the render only, 0 = the frame only
+    const float* render = nullptr;
+    const float* mask = nullptr;  // height x width, 1 = the render only, 0 = the frame only
     int height = 0;
     int width = 0;
+    RenderLayout layout = RenderLayout::kHwc255;
 };
 
 // A rectangle of the frame: columns [x0, x1), rows [y0, y1).

@@ -28,7 +28,8 @@ def test_every_core_network_exports_and_matches_torch(tiny_pytorch_tree, tmp_pat
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["appearance_extractor.onnx", "motion_extractor.onnx",
                             "warp_network.onnx", "warp_network_ori.onnx", "decoder.onnx",
-                            "stitch_network.onnx", "lmdm_v0.4_hubert.onnx"])
+                            "stitch_network.onnx", "lmdm_v0.4_hubert.onnx",
+                            "lmdm_v0.4_hubert_hoisted_prepare.onnx", "lmdm_v0.4_hubert_hoisted_step.onnx"])
     assert count_plugin_nodes(onnx.load(str(tmp_path / "warp_network.onnx"))) == 2
     assert count_plugin_nodes(onnx.load(str(tmp_path / "warp_network_ori.onnx"))) == 0
     for line in lines[:-1]:

@@ -11,7 +11,7 @@ import pytest
 from paste_reference import full_frame_paste
 
 from ditto_fast._core import paste_back
-from ditto_fast.stages.paste import paste_mask
+from ditto_fast.stages.paste import paste_mask, render_to_hwc
 
 FRAME_SHAPE = (150, 210, 3)
 
@@ -95,6 +95,91 @@ def test_small_rectangular_sources_match_numpy_reference(source_shape: tuple[int
                                       full_frame_paste(frame, render, mask, m_c2o))
 
 
+@pytest.mark.parametrize("name", ["inside", "enlarged_face", "over_top_left"])
+def test_channel_first_decoder_output_equals_the_converted_render(name: str) -> None:
+    """The decoder's (1, 3, S, S) output in [0, 1] (straying outside it, as a float network's
+    may) gives the same bytes as the reference's conversion followed by the HWC kernel."""
+    frame, _, mask = _inputs(seed=8)
+    decoded = np.random.default_rng(8).uniform(-0.2, 1.2, size=(1, 3, 512, 512)).astype(np.float32)
+    expected = paste_back(frame, np.ascontiguousarray(render_to_hwc(decoded)), mask, MATRICES[name])
+    np.testing.assert_array_equal(paste_back(frame, decoded, mask, MATRICES[name]), expected)
+
+
+def _opaque_masks(size: int) -> dict[str, np.ndarray]:
+    """Masks with regions of exactly 1, where the kernel writes the face without blending: the
+    feathered paste mask, the same with holes in its opaque centre and opaque islands in its
+    feather, one with no exact 1 at all, one that is all 1, and a random patchwork of quarters."""
+    feather = paste_mask(size)
+    holes = feather.copy()
+    centre = size // 2
+    holes[centre - 5:centre + 5, centre - 9:centre + 1] = 0.5
+    holes[:, centre + 4] = 0.0  # a transparent column across the opaque centre
+    holes[centre + 7, centre - 3] = np.nextafter(np.float32(1), np.float32(0))  # one pixel just below 1
+    holes[1, 1:4] = 1.0
+    quarters = np.random.default_rng(size).integers(0, 5, size=(size, size)).astype(np.float32) / 4
+    return {"feather": feather, "holes": holes, "no_exact_one": feather * np.float32(0.999),
+            "all_one": np.ones((size, size), np.float32), "quarters": quarters}
+
+
+OPAQUE_MASKS = _opaque_masks(512)
+
+
+@pytest.mark.parametrize("matrix_name", ["rotated_inside", "over_top_left", "larger_than_frame", "enlarged_face",
+                                         "mirrored", "sheared_anisotropic"])
+@pytest.mark.parametrize("mask_name", OPAQUE_MASKS)
+def test_opaque_mask_regions_match_numpy_reference(mask_name: str, matrix_name: str) -> None:
+    """Where all four mask taps are exactly 1 the kernel skips the blend and the frame; the bytes
+    stay the reference's, with the opaque region inside the frame, over its edges or beyond it."""
+    frame, render, _ = _inputs(seed=9)
+    mask, m_c2o = OPAQUE_MASKS[mask_name], MATRICES[matrix_name]
+    expected = full_frame_paste(frame, render, mask, m_c2o)
+    assert (expected != frame).any()
+    np.testing.assert_array_equal(paste_back(frame, render, mask, m_c2o), expected)
+
+
+# A 64² source enlarged 2–5×, so that many frame pixels share each block: turned a quarter and a
+# half, mirrored, over the frame's edges, and covering all of it.
+ENLARGED = {
+    "quarter_turn": _affine(2.5, 2.5, 90.0, 0.0, 180.0, 10.0),
+    "half_turn_over_top_left": _affine(3.0, 3.0, 180.0, 0.0, 150.0, 120.0),
+    "mirrored_tilted_over_top": _affine(-2.2, 2.2, -30.0, 0.0, 200.0, -20.0),
+    "covers_the_frame": _affine(5.0, 5.0, 10.0, 0.0, -40.0, -90.0),
+}
+
+
+@pytest.mark.parametrize("matrix_name", ENLARGED)
+@pytest.mark.parametrize("mask_name", ["feather", "holes", "all_one"])
+def test_enlarged_opaque_source_matches_numpy_reference(mask_name: str, matrix_name: str) -> None:
+    frame, render, _ = _inputs(seed=10, source_shape=(64, 64))
+    mask, m_c2o = _opaque_masks(64)[mask_name], ENLARGED[matrix_name]
+    expected = full_frame_paste(frame, render, mask, m_c2o)
+    assert (expected != frame).any()
+    np.testing.assert_array_equal(paste_back(frame, render, mask, m_c2o), expected)
+
+
+@pytest.mark.parametrize("source_shape", [(1, 1), (2, 9), (3, 3), (9, 2), (37, 53)])
+def test_small_opaque_sources_match_numpy_reference(source_shape: tuple[int, int]) -> None:
+    """All-1 masks of sources too small to have blocks away from their border."""
+    frame, render, _ = _inputs(seed=12, source_shape=source_shape)
+    mask = np.ones(source_shape, np.float32)
+    for m_c2o in (_affine(2.3, 1.7, 21.0, 0.1, 40.3, 30.8), _affine(30.0, 30.0, -60.0, 0.0, 50.0, 90.0)):
+        np.testing.assert_array_equal(paste_back(frame, render, mask, m_c2o),
+                                      full_frame_paste(frame, render, mask, m_c2o))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_opaque_mask_with_channel_first_input_at_any_thread_count(threads: int) -> None:
+    """The paste mask, the decoder's channel-first output and the engine's out-of-place write,
+    on a frame tall enough that every thread gets rows."""
+    frame, _, _ = _inputs(seed=13, frame_shape=(701, 503, 3))
+    decoded = np.random.default_rng(13).uniform(-0.2, 1.2, size=(1, 3, 512, 512)).astype(np.float32)
+    m_c2o = _affine(1.3, 1.3, -4.0, 0.0, 60.0, 20.0)
+    expected = full_frame_paste(frame, np.ascontiguousarray(render_to_hwc(decoded)), paste_mask(), m_c2o)
+    out = np.zeros_like(frame)
+    paste_back(frame, decoded, paste_mask(), m_c2o, out=out, threads=threads)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_accepts_a_2x3_matrix_of_any_float_dtype() -> None:
     frame, render, mask = _inputs(seed=2)
     m_c2o = MATRICES["rotated_inside"]
@@ -143,6 +228,10 @@ def _bad_input_cases() -> dict[str, tuple[dict[str, object], str]]:
         "frame_strided": ({"frame": wide[:, ::2]}, "frame .*not C-contiguous"),
         "render_wrong_size": ({"render": render[:256, :256].copy()}, r"render must be .*\(512, 512, 3\)"),
         "render_float64": ({"render": render.astype(np.float64)}, "render must be .*float32"),
+        "render_channel_first_wrong_size": ({"render": np.zeros((1, 3, 256, 512), np.float32)},
+                                            r"render must be .*\(1, 3, 512, 512\)"),
+        "render_channel_first_batch_2": ({"render": np.zeros((2, 3, 512, 512), np.float32)},
+                                         r"render must be .*\(1, 3, 512, 512\)"),
         "mask_3d": ({"mask": mask[..., None].copy()}, "mask must be"),
         "mask_empty": ({"mask": np.zeros((0, 0), np.float32)}, "mask must be .*non-empty"),
         "matrix_2x2": ({"m_c2o": np.eye(2)}, r"m_c2o must be a \(2, 3\) or \(3, 3\)"),

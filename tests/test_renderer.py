@@ -133,16 +133,18 @@ def test_audio_arrays_work_like_files(renderer, avatar, inputs, frames):
 def test_an_error_mid_render_leaves_no_file(renderer, avatar, inputs, tmp_path, monkeypatch):
     from ditto_fast.engine import offline
 
-    real = offline.FrameRenderer.render_into
+    real = offline.PasteBack.__call__
+    calls = []
 
-    def failing(self, ring, index, x_d_info):
-        if index == 5:
-            raise RuntimeError("decoder exploded")
-        return real(self, ring, index, x_d_info)
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("paste-back exploded")
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(offline.FrameRenderer, "render_into", failing)
+    monkeypatch.setattr(offline.PasteBack, "__call__", failing)
     out = tmp_path / "out.mp4"
-    with pytest.raises(RuntimeError, match="decoder exploded") as info:
+    with pytest.raises(RuntimeError, match="paste-back exploded") as info:
         renderer.render_to_file(avatar, inputs[1], out, seed=0)
     assert "failing" in "".join(str(t.name) for t in info.traceback)  # the producer's traceback
     assert list(tmp_path.iterdir()) == []

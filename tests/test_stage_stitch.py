@@ -69,8 +69,9 @@ def _same_ctrl(got: dict, expected: dict) -> bool:
                for k in expected)
 
 
-@pytest.mark.parametrize("name", STITCH_CASES)
-def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, name: str) -> None:
+def _golden_stitch(shared_ref: pathlib.Path, weights: dict, name: str,
+                   ) -> tuple[np.lib.npyio.NpzFile, MotionStitch, StitchStub]:
+    """A golden case and a MotionStitch set up as its run was (setup, then setup_frames)."""
     case = _golden(shared_ref, name)
     params = _json(case, "params_json")
     setup_kwargs = dict(params["setup_kwargs"])
@@ -80,14 +81,27 @@ def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, n
     if params["ch_info_given"]:
         setup_kwargs["ch_x_s_info"] = _info(case, "ch_info_x_s_info_")
     seed = int(case["python_random_seed"]) if "python_random_seed" in case.files else None
-    n_frames = int(case["N"])
 
     stub = StitchStub(weights)
     stitch = MotionStitch(stub)
     stitch.setup(_info(case, "smoothed_src_x_s_info_", 0), is_image=params["source"] == "image",
                  seed=seed, **setup_kwargs)
-    stitch.setup_frames(n_frames, params["fade_in"], params["fade_out"], _json(case, "run_ctrl_info_json"))
+    stitch.setup_frames(int(case["N"]), params["fade_in"], params["fade_out"], _json(case, "run_ctrl_info_json"))
+    return case, stitch, stub
 
+
+def _assert_matches_golden(case: np.lib.npyio.NpzFile, stub: StitchStub, xs: np.ndarray, xd: np.ndarray) -> None:
+    np.testing.assert_allclose(xs, case["x_s"], rtol=0, atol=KEYPOINT_ATOL)
+    np.testing.assert_allclose(xd, case["x_d"], rtol=0, atol=KEYPOINT_ATOL)
+    if "x_d_pre_stitch" in case.files:
+        np.testing.assert_allclose(np.stack(stub.kp_driving), case["x_d_pre_stitch"], rtol=0, atol=KEYPOINT_ATOL)
+    else:
+        assert stub.kp_driving == []  # flag_stitching=False
+
+
+@pytest.mark.parametrize("name", STITCH_CASES)
+def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, name: str) -> None:
+    case, stitch, stub = _golden_stitch(shared_ref, weights, name)
     if "delta_eye_idx_list" in case.files:
         assert stitch.blink_schedule == tuple(case["delta_eye_idx_list"].tolist())
     else:
@@ -95,7 +109,7 @@ def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, n
 
     expected_ctrl = _json(case, "ctrl_per_frame_json")
     xs, xd = [], []
-    for g in range(n_frames):
+    for g in range(int(case["N"])):
         ctrl = stitch.frame_ctrl(g)
         assert _same_ctrl(ctrl, expected_ctrl[g]), f"frame {g}: {ctrl} != {expected_ctrl[g]}"
         x_s_info = _info(case, "smoothed_src_x_s_info_", int(case["frame_idx"][g]))
@@ -106,13 +120,27 @@ def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, n
             assert np.array_equal(value, case["xd_in_" + key][g]), key
         xs.append(x_s)
         xd.append(x_d)
+    _assert_matches_golden(case, stub, np.stack(xs), np.stack(xd))
 
-    np.testing.assert_allclose(np.stack(xs), case["x_s"], rtol=0, atol=KEYPOINT_ATOL)
-    np.testing.assert_allclose(np.stack(xd), case["x_d"], rtol=0, atol=KEYPOINT_ATOL)
-    if "x_d_pre_stitch" in case.files:
-        np.testing.assert_allclose(np.stack(stub.kp_driving), case["x_d_pre_stitch"], rtol=0, atol=KEYPOINT_ATOL)
-    else:
-        assert stub.kp_driving == []  # flag_stitching=False
+
+@pytest.mark.parametrize("clip_frames", [80, 7])  # the whole run in one clip; clips that cut fades and controls
+@pytest.mark.parametrize("name", STITCH_CASES)
+def test_motion_stitch_clip_matches_golden(shared_ref: pathlib.Path, weights: dict, name: str,
+                                           clip_frames: int) -> None:
+    case, stitch, stub = _golden_stitch(shared_ref, weights, name)
+    sources = _info(case, "smoothed_src_x_s_info_")
+    generated = _info(case, "xd_in_")
+    xs, xd = [], []
+    for start in range(0, int(case["N"]), clip_frames):
+        frames = np.arange(start, min(start + clip_frames, int(case["N"])))
+        x_s_info = {key: value[case["frame_idx"][frames]] for key, value in sources.items()}
+        x_s, x_d = stitch.stitch_clip(x_s_info, {key: value[frames] for key, value in generated.items()}, frames)
+        assert x_s.shape == x_d.shape == (len(frames), 21, 3) and x_s.dtype == x_d.dtype == np.float32
+        xs.append(x_s)
+        xd.append(x_d)
+    for key, value in generated.items():  # the inputs are left as they were
+        assert np.array_equal(value, case["xd_in_" + key]), key
+    _assert_matches_golden(case, stub, np.concatenate(xs)[:, None], np.concatenate(xd)[:, None])
 
 
 def test_keypoint_transform_matches_float64_formula() -> None:

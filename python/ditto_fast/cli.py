@@ -62,6 +62,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
 
 
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="where the torch backend runs: cpu, cuda, cuda:1 ...")
+
+
 def _option_overrides(args: argparse.Namespace) -> dict:
     """`--set key=value` options, with the dedicated flags (--seed, --emo) on top."""
     from ditto_fast.options import parse_assignment
@@ -73,6 +77,31 @@ def _option_overrides(args: argparse.Namespace) -> dict:
     return options
 
 
+def _x264_crf(text: str) -> int:
+    """--crf's type: out-of-range values are refused while parsing, with the writer's message."""
+    from ditto_fast.stages.writer import check_x264_options
+
+    try:
+        crf: int | str = int(text)
+    except ValueError:
+        crf = text  # not a number: the check below says what is expected
+    try:
+        return check_x264_options(crf=crf)[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    """libx264 settings of the mp4 writer (`--preset` is the render's quality preset, not x264's)."""
+    from ditto_fast.stages.writer import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+
+    parser.add_argument("--crf", type=_x264_crf, default=DEFAULT_CRF, metavar="N",
+                        help="x264 constant quality, 0-51: lower is better and larger (default: %(default)s)")
+    parser.add_argument("--x264-preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="NAME",
+                        help=f"x264 encoding speed, {X264_PRESETS[0]} (fastest, largest file) to "
+                             f"{X264_PRESETS[-1]} (default: %(default)s)")
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     from ditto_fast.demo import write_demo_inputs
     from ditto_fast.renderer import Renderer
@@ -82,14 +111,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not args.demo and not (args.source and args.audio):
         raise ValueError("--source and --audio go together")
     options = _option_overrides(args)
-    renderer = Renderer(args.checkpoints, backend=args.backend, cfg=args.cfg)
+    renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, cfg=args.cfg,
+                        frame_batch=args.frame_batch)
     if renderer.synthetic:
         print(f"note: {args.checkpoints} holds synthetic weights: the video shows the pipeline, "
               "not Ditto's quality", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
         source, audio = (write_demo_inputs(scratch) if args.demo else (args.source, args.audio))
         result = renderer.render_to_file(source, audio, args.out, preset=args.preset,
-                                         progress=ProgressBar("rendering"), **options)
+                                         progress=ProgressBar("rendering"), crf=args.crf,
+                                         x264_preset=args.x264_preset, **options)
     print(result.summary() + (" (synthetic weights)" if renderer.synthetic else ""))
     return 0
 
@@ -105,7 +136,11 @@ def _add_render(commands) -> None:
     parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="speed/quality starting point")
     parser.add_argument("--emo", type=int, help="emotion label 0-7 (4 neutral); lists via --set emo=[3,4]")
+    parser.add_argument("--frame-batch", type=int, default=1, metavar="N",
+                        help="render N frames at a time, device-resident (torch backend; default 1)")
+    _add_encoder_arguments(parser)
     _add_model_arguments(parser)
+    _add_device_argument(parser)
     parser.set_defaults(run=_cmd_render)
 
 
@@ -118,7 +153,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     chunksize = tuple(int(v) for v in args.chunksize.split(","))
     options = _option_overrides(args)
-    renderer = Renderer(args.checkpoints, backend=args.backend)
+    renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device)
     audio = load_audio(args.audio)
     session = renderer.stream(args.source, chunksize=chunksize, **options)
     piece = SAMPLE_RATE // 25  # replay in 40 ms pieces, as a live source delivers them
@@ -135,7 +170,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         feeder = threading.Thread(target=feed, name="ditto-fast-feed")
         feeder.start()
         if args.out:
-            frames = session.write_mp4(args.out, audio_path=args.audio)
+            frames = session.write_mp4(args.out, audio_path=args.audio, crf=args.crf, x264_preset=args.x264_preset)
         else:
             frames = sum(1 for _ in session.frames())
         feeder.join()
@@ -159,7 +194,9 @@ def _add_stream(commands) -> None:
     parser.add_argument("--realtime", action="store_true", help="push audio at real-time pace")
     parser.add_argument("--out", help="also write the frames to this mp4")
     parser.add_argument("--stats-json", help="write latency and throughput figures to this JSON file")
+    _add_encoder_arguments(parser)
     _add_model_arguments(parser)
+    _add_device_argument(parser)
     parser.set_defaults(run=_cmd_stream)
 
 
@@ -180,6 +217,50 @@ def _add_export_onnx(commands) -> None:
                         help="the ditto_pytorch/ folder, or a checkpoint tree containing it")
     parser.add_argument("--out", required=True, help="folder for the ONNX files")
     parser.set_defaults(run=_cmd_export_onnx)
+
+
+def _cmd_build_engines(args: argparse.Namespace) -> int:
+    from ditto_fast.checkpoints import TRT_PREFIX
+    from ditto_fast.trt_build import BuildOptions, build_engines
+
+    options = BuildOptions(
+        fp32_only=args.fp32_only, hardware_compatible=args.hardware_compatible, opt_level=args.opt_level,
+        workspace_gib=args.workspace, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        only=tuple(args.only or ()), batch=args.batch, grid_sample=args.grid_sample,
+    )
+    built = build_engines(args.onnx, args.out, options, progress=lambda line: print(line, flush=True))
+    print(f"built {len(built)} engines in {args.out}")
+    if not Path(args.out).name.startswith(TRT_PREFIX):
+        print(f"note: the tensorrt backend loads engines from a {TRT_PREFIX}*/ folder beside ditto_cfg/",
+              file=sys.stderr)
+    return 0
+
+
+def _add_build_engines(commands) -> None:
+    from ditto_fast.contract import MODELS
+
+    parser = commands.add_parser(
+        "build-engines", help="build TensorRT engines for this GPU from a ditto_onnx/ folder (needs TensorRT 10)"
+    )
+    parser.add_argument("--onnx", required=True, help="the ditto_onnx/ folder, or a checkpoint tree containing it")
+    parser.add_argument("--out", required=True,
+                        help="folder for the engines, e.g. <tree>/ditto_trt_custom (names as the configs give them)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(MODELS),
+                        help=f"build these networks only (default all): {' '.join(MODELS)}")
+    parser.add_argument("--fp32-only", action="store_true",
+                        help="build every network in fp32 (default: the reference's fp16/fp32 split)")
+    parser.add_argument("--hardware-compatible", action="store_true",
+                        help="engines that run on any Ampere-or-newer GPU (TensorRT's AMPERE_PLUS), a little slower")
+    parser.add_argument("--opt-level", type=int, choices=range(6), default=5, metavar="0-5",
+                        help="TensorRT builder optimisation level (default 5, as the reference; 3 builds faster)")
+    parser.add_argument("--timing-cache", metavar="FILE", help="tactic timing cache: loaded if present, saved after")
+    parser.add_argument("--workspace", type=float, metavar="GIB", help="builder workspace limit in GiB")
+    parser.add_argument("--batch", type=int, metavar="N",
+                        help="batch profile 1..N (tuned for N) for warp_network and decoder, for offline renders")
+    parser.add_argument("--grid-sample", choices=("auto", "plugin", "native"), default="auto",
+                        help="warp network's 5-D grid sample: our Triton kernel as a TensorRT plugin, or "
+                             "TensorRT's own (TensorRT >= 11.2.1); auto picks the latter where available")
+    parser.set_defaults(run=_cmd_build_engines)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -221,6 +302,50 @@ def _add_download(commands) -> None:
     parser.set_defaults(run=_cmd_download)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ditto_fast.benchmark import (
+        QUICK_SETTINGS,
+        BenchSettings,
+        check_record_path,
+        format_report,
+        load_record,
+        run_benchmark,
+    )
+
+    # Everything that can be wrong with the arguments fails here, before minutes of timing.
+    baseline = load_record(args.compare) if args.compare else None
+    if args.json:
+        check_record_path(args.json)
+    settings = QUICK_SETTINGS if args.quick else BenchSettings()
+    if args.rounds is not None:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
+    record = run_benchmark(args.checkpoints, args.backend, args.only, settings, _option_overrides(args),
+                           progress=lambda line: print(f"bench {line}", file=sys.stderr, flush=True))
+    print(format_report(record, baseline))
+    if args.json:
+        print(f"record written to {record.save(args.json)}")
+    return 0
+
+
+def _add_bench(commands) -> None:
+    from ditto_fast.benchmark import QUICK_SETTINGS, STAGES, BenchSettings
+
+    quick, full = QUICK_SETTINGS, BenchSettings()
+    parser = commands.add_parser("bench", help="time each pipeline stage and the end-to-end paths on a checkpoint tree")
+    parser.add_argument("--json", metavar="FILE", help="write the record (machine, settings, every sample) here")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke test, not figures: rounds={quick.rounds}, audio {quick.audio_seconds:g} s "
+                             f"(default: rounds={full.rounds}, audio {full.audio_seconds:g} s)")
+    parser.add_argument("--only", nargs="+", metavar="STAGE",
+                        help=f"run these stages only (default all): {' '.join(STAGES)}")
+    parser.add_argument("--compare", metavar="BASELINE", help="a saved --json record: print new/old ratios per stage")
+    parser.add_argument("--rounds", type=int, help="timed rounds per stage, after one warm-up round")
+    _add_model_arguments(parser)
+    parser.set_defaults(run=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ditto-fast", description="Fast inference engine for the Ditto talking-head model."
@@ -235,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(commands)
     _add_download(commands)
     _add_export_onnx(commands)
+    _add_build_engines(commands)
+    _add_bench(commands)
     return parser
 
 

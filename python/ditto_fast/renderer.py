@@ -31,7 +31,7 @@ from ditto_fast.options import RenderOptions, resolve_options
 from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio
 from ditto_fast.stages.avatar import Avatar
 from ditto_fast.stages.register import register
-from ditto_fast.stages.writer import VideoWriter, check_writable
+from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options
 from ditto_fast.synthetic.tree import is_synthetic
 
 DEFAULT_CHECKPOINTS = Path("checkpoints") / "synthetic-tiny"
@@ -59,10 +59,14 @@ class Renderer:
 
     def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: Backend = "auto",
                  device: str = "cpu", cfg: str | Path | None = None,
-                 cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None, frame_batch: int = 1) -> None:
         """`cfg`: a config pickle whose `default_kwargs` replace the tree's (the reference's
         `cfg_pkl`); `cfg_overrides`: entries written into its sections, as the reference's
-        `StreamSDK(**kwargs)`. Model files always come from the tree."""
+        `StreamSDK(**kwargs)`. Model files always come from the tree. `frame_batch` > 1 (torch
+        backend only) renders offline frames that many at a time, device-resident (warp and
+        decoder batched, CUDA graphs on a GPU; see `ditto_fast.gpu`)."""
+        if frame_batch < 1:
+            raise ValueError(f"frame_batch must be at least 1, got {frame_batch}")
         self.checkpoints = Path(checkpoints)
         if self.checkpoints == DEFAULT_CHECKPOINTS and not self.checkpoints.is_dir():
             raise CheckpointError(
@@ -70,6 +74,9 @@ class Renderer:
                 "pass checkpoints (`ditto-fast synth --size tiny --out DIR` writes a synthetic tree)")
         tree = find_tree(self.checkpoints)
         self.networks = NetworkSet(tree, backend, device)
+        if frame_batch > 1 and self.networks.backend != "torch":
+            raise ValueError(f"frame_batch={frame_batch} needs the torch backend, not {self.networks.backend}")
+        self.frame_batch = frame_batch
         self.synthetic = is_synthetic(self.checkpoints)
         if cfg is None and not cfg_overrides:
             config = self.networks.config
@@ -93,7 +100,7 @@ class Renderer:
         """A lazy render of `audio` spoken by `source`; iterate it for frames (see RenderJob)."""
         resolved = self.options(preset, **options)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
-        return RenderJob(self.networks, avatar, resolved, audio=_samples(audio))
+        return RenderJob(self.networks, avatar, resolved, audio=_samples(audio), frame_batch=self.frame_batch)
 
     def stream(self, source: Source, *, chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE,
                preset: str | None = None, **options: Any) -> StreamSession:
@@ -115,16 +122,19 @@ class Renderer:
             return self.default_kwargs
 
     def render_to_file(self, source: Source, audio: Audio, out: str | Path, *, preset: str | None = None,
-                       progress: Callable[[int, int], None] | None = None, **options: Any) -> RenderResult:
+                       progress: Callable[[int, int], None] | None = None, crf: int | None = None,
+                       x264_preset: str | None = None, **options: Any) -> RenderResult:
         """Render into an mp4 (H.264 + the input audio as AAC). The file appears only when the
-        render finished: on any error or interruption nothing is left at `out`."""
+        render finished: on any error or interruption nothing is left at `out`. `crf` and
+        `x264_preset` are the encoder's (None: the writer's defaults, see stages/writer.py)."""
         out = check_writable(out)  # before any work
+        crf, x264_preset = check_x264_options(crf, x264_preset)
         started = time.perf_counter()
         job = self.render(source, audio, preset=preset, **options)
         height, width = job.info.frame_size
         with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
             audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)
-            with VideoWriter(out, width, height, audio_path=audio_path) as writer:
+            with VideoWriter(out, width, height, audio_path=audio_path, crf=crf, preset=x264_preset) as writer:
                 for frame in job:
                     writer.write(frame.rgb)
                     if progress is not None:

@@ -2,6 +2,9 @@
 
 Stages call networks with NumPy arrays by input name and receive a tuple of arrays in the
 contract's output order, whatever runs underneath (onnxruntime, torch, TensorRT).
+
+An LMDM network may also offer hoisted sampling of whole clips as its `clip_sampling`
+attribute (backends/clip_sampling.py); the protocol below does not require it.
 """
 
 from __future__ import annotations

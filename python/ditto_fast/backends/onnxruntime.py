@@ -13,11 +13,14 @@ Session options are set deliberately rather than left to defaults:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ditto_fast.backends.base import MissingBackendError
+from ditto_fast.backends.onnx_clip_sampling import OnnxClipSampling
 from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError, native_model_path
 from ditto_fast.contract import TensorInfo, check_model
 from ditto_fast.errors import one_line
@@ -72,13 +75,28 @@ def providers_for(device: str) -> list[str]:
     raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
+def open_session(path: Path, name: str, providers: list[str], threads: int | None = None,
+                 runnable: Callable[[Path], Path] = Path) -> ort.InferenceSession:
+    """A session on the file `runnable(path)` gives; any failure but a GridSample rewrite's names `path`."""
+    try:
+        return ort.InferenceSession(str(runnable(path)), sess_options=session_options(threads), providers=providers)
+    except GridSampleRewriteError:
+        raise
+    except Exception as exc:  # onnx and onnxruntime raise several unrelated error types
+        raise ValueError(f"{path}: onnxruntime cannot load {name}: {one_line(exc)}") from exc
+
+
 def _info(node) -> TensorInfo:
     shape = None if node.shape is None else tuple(node.shape)
     return TensorInfo(node.name, shape, _ORT_TYPES.get(node.type, node.type))
 
 
 class OnnxRuntimeNetwork:
-    """One ONNX network in an onnxruntime session, checked against the contract at load."""
+    """One ONNX network in an onnxruntime session, checked against the contract at load.
+
+    LMDM also offers hoisted clip sampling (`clip_sampling`) when its hoisted graphs lie beside
+    its file (backends/onnx_clip_sampling.py); otherwise `clip_sampling` is None.
+    """
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu",
                  threads: int | None = None) -> None:
@@ -88,19 +106,15 @@ class OnnxRuntimeNetwork:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: model file of {name} is missing")
         providers = providers_for(device)
-        try:
-            runnable = native_model_path(self.path)  # GridSample3D → GridSample when present
-            self._session = ort.InferenceSession(
-                str(runnable), sess_options=session_options(threads), providers=providers
-            )
-        except GridSampleRewriteError:
-            raise
-        except Exception as exc:  # onnx and onnxruntime raise several unrelated error types
-            raise ValueError(f"{self.path}: onnxruntime cannot load {name}: {one_line(exc)}") from exc
+        # A GridSample3D plugin form (warp network) runs as its native-GridSample rewrite.
+        self._session = open_session(self.path, name, providers, threads, runnable=native_model_path)
         self.inputs = tuple(_info(i) for i in self._session.get_inputs())
         self.outputs = tuple(_info(o) for o in self._session.get_outputs())
         check_model(name, str(self.path), self.inputs, self.outputs)
         self._output_names = [o.name for o in self.outputs]
+        self.clip_sampling = OnnxClipSampling.beside(
+            self.path, partial(open_session, name=f"{name} (hoisted)", providers=providers, threads=threads)
+        ) if name == "lmdm" else None
 
     def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(self._session.run(self._output_names, arrays))

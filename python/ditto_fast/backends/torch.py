@@ -34,6 +34,8 @@ except ImportError as exc:
 
 from ditto_fast.models import NETWORK_CLASSES, TINY_KWARGS  # noqa: E402 - needs torch first
 from ditto_fast.models.checkpoint_format import load_state, unwrap_state_dict  # noqa: E402
+from ditto_fast.models.lmdm import GuidedLMDM  # noqa: E402
+from ditto_fast.models.lmdm_hoisted import ClipCache, HoistedLMDM, ScheduleCache  # noqa: E402
 
 FP16_ON_CUDA = frozenset({"appearance_extractor", "warp_network", "decoder"})
 
@@ -127,9 +129,42 @@ def contract_outputs(name: str, module_kwargs: dict, kind: TorchNetworkKind) -> 
     )
 
 
+class HoistedClipSampling:
+    """Clip sampling (backends/clip_sampling.py) for LMDM through `HoistedLMDM`.
+
+    The schedule's precomputation depends only on the time table and the weights, which a
+    loaded network never changes, so it is kept for as long as clips use the same table.
+    """
+
+    def __init__(self, guided: GuidedLMDM, device: str) -> None:
+        self._hoisted = HoistedLMDM(guided)
+        self._device = torch.device(device)
+        self._schedule: tuple[np.ndarray, ScheduleCache] | None = None
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self._device)
+
+    def _schedule_for(self, time_table: np.ndarray) -> ScheduleCache:
+        cached = self._schedule  # read once: a clip on another thread may replace it meanwhile
+        if cached is None or not np.array_equal(cached[0], time_table):
+            cached = (np.array(time_table, copy=True), self._hoisted.prepare_schedule(self._tensor(time_table)))
+            self._schedule = cached
+        return cached[1]
+
+    def prepare_clip(self, kp_cond: np.ndarray, cond: np.ndarray, time_table: np.ndarray) -> ClipCache:
+        with torch.inference_mode():
+            return self._hoisted.prepare_clip(self._tensor(kp_cond), self._tensor(cond),
+                                              self._schedule_for(time_table))
+
+    def guided_step(self, x: np.ndarray, clip: ClipCache, step: int) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            pred_noise, x_start = self._hoisted(self._tensor(x), clip, step)
+        return pred_noise.cpu().numpy(), x_start.cpu().numpy()
+
+
 class TorchNetwork:
     """One network as a torch module, called with NumPy arrays (Network protocol) or with
-    device tensors (`run_on_device`)."""
+    device tensors (`run_on_device`). LMDM also offers hoisted clip sampling (`clip_sampling`)."""
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu") -> None:
         if name not in KINDS:
@@ -149,6 +184,7 @@ class TorchNetwork:
         module = kind.load(name, kind.build(**kwargs), checkpoint)
         self.module = module.to(torch.device(device)).eval()
         self._autocast = name in FP16_ON_CUDA and device.startswith("cuda")
+        self.clip_sampling = HoistedClipSampling(self.module, device) if name == "lmdm" else None
 
     def run_on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run on tensors already on this network's device, in contract input order."""

@@ -1,32 +1,36 @@
 """Offline rendering: audio in, frames out, the reference's offline algorithm.
 
-Motion for the whole utterance is generated first (audio features, conditions, LMDM clips),
-as the reference does offline. Frames are then rendered one by one (stitch, warp, decode,
-paste-back) by a producer thread into a `FrameRing`, and handed to the consumer without a
-copy, in order.
+The reference generates the whole utterance's motion before rendering a frame. Here the same
+motion comes out clip by clip (`Audio2Motion.offline_blocks`: rows are released once no later
+clip can change them), so three stages overlap on their own threads, joined by bounded
+channels: audio features window by window → LMDM clips → frames (stitch, warp, decode,
+paste-back into a `FrameRing` slot). The consumer — the caller, or the encoder — takes frames
+from the ring without a copy, in order. The first error in any stage stops the others and is
+raised in the consumer with its own traceback.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ditto_fast._core import FrameRing, RingClosed
 from ditto_fast.backends.base import Network
+from ditto_fast.engine.stage_threads import Channel, StageGroup
 from ditto_fast.options import RenderOptions
-from ditto_fast.stages.audio import FPS, SAMPLE_RATE, frame_count, offline_features
+from ditto_fast.stages.audio import FPS, SAMPLE_RATE, frame_count, offline_feature_blocks
 from ditto_fast.stages.avatar import Avatar
 from ditto_fast.stages.condition import ConditionHandler
 from ditto_fast.stages.motion import Audio2Motion, Audio2MotionOptions, GaussianNoise
-from ditto_fast.stages.paste import PasteBack, render_to_hwc
+from ditto_fast.stages.paste import PasteBack
 from ditto_fast.stages.source import mirror_index
 from ditto_fast.stages.stitch import MotionStitch
 
 DEFAULT_RING_SLOTS = 4
+# Blocks waiting between stages: a few HuBERT windows / motion blocks, enough to absorb jitter.
+CHANNEL_CAPACITY = 4
 
 
 @dataclass(frozen=True)
@@ -93,18 +97,32 @@ class FrameRenderer:
         self.stitch.setup_frames(num_frames, options.fade_in, options.fade_out, options.ctrl_info)
         self.paste = PasteBack()
 
-    def render_into(self, ring: FrameRing, index: int, x_d_info: Mapping[str, np.ndarray]) -> None:
-        """Render frame `index` and commit it to `ring`. The networks run before a slot is
-        taken; paste-back then writes straight into the slot (no frame copy)."""
-        source = mirror_index(index, self.avatar.num_frames)
-        x_s, x_d = self.stitch(self.avatar.motion_info(source), x_d_info, **self.stitch.frame_ctrl(index))
-        (feature,) = self.networks["warp_network"](feature_3d=self.avatar.f_s[source], kp_source=x_s,
-                                                   kp_driving=x_d)
-        (image,) = self.networks["decoder"](feature=feature)
-        face = render_to_hwc(image)
-        with ring.acquire() as slot:  # an error before commit gives the slot back
-            self.paste(self.avatar.frames[source], face, self.avatar.m_c2o[source], out=slot.array)
-            slot.commit(index)
+    def stitch_block(self, first_index: int, motion: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Source frame of each output frame and the keypoints x_s, x_d (n, 21, 3) of frames
+        first_index, first_index+1, ... of (n, 265) driving motion, stitched in one pass."""
+        indices = np.arange(first_index, first_index + len(motion))
+        sources = [mirror_index(int(index), self.avatar.num_frames) for index in indices]
+        x_s, x_d = self.stitch.stitch_clip(self.avatar.motion_rows(sources), motion, indices)
+        return sources, x_s, x_d
+
+    def render_clip_into(self, ring: FrameRing, first_index: int, motion: np.ndarray,
+                         committed: Callable[[int], None] | None = None) -> None:
+        """Render frames first_index, first_index+1, ... of (n, 265) driving motion (after the
+        output clamp) and commit each to `ring`, calling `committed(index)` after each. The
+        stitch runs once for the whole block; per frame the networks run before a slot is taken,
+        then paste-back writes straight into the slot (no frame copy)."""
+        sources, x_s, x_d = self.stitch_block(first_index, motion)
+        for row, source in enumerate(sources):
+            index = first_index + row
+            (feature,) = self.networks["warp_network"](feature_3d=self.avatar.f_s[source], kp_source=x_s[row:row + 1],
+                                                       kp_driving=x_d[row:row + 1])
+            (image,) = self.networks["decoder"](feature=feature)
+            with ring.acquire() as slot:  # an error before commit gives the slot back
+                # The decoder's (1, 3, S, S) output goes in as it is: the kernel converts it.
+                self.paste(self.avatar.frames[source], image, self.avatar.m_c2o[source], out=slot.array)
+                slot.commit(index)
+            if committed is not None:
+                committed(index)
 
 
 class RenderJob:
@@ -116,16 +134,21 @@ class RenderJob:
 
     def __init__(self, networks: Mapping[str, Network], avatar: Avatar, options: RenderOptions, *,
                  audio: np.ndarray | None = None, features: np.ndarray | None = None,
-                 ring_slots: int = DEFAULT_RING_SLOTS) -> None:
-        """Give `audio` (float32, 16 kHz) or precomputed HuBERT `features` (n, 1024)."""
+                 ring_slots: int = DEFAULT_RING_SLOTS, frame_batch: int = 1) -> None:
+        """Give `audio` (float32, 16 kHz) or precomputed HuBERT `features` (n, 1024).
+        `frame_batch` > 1 renders frames that many at a time through the device-resident torch
+        path (`ditto_fast.gpu.BatchedRenderer`; torch-backend networks only)."""
         if (audio is None) == (features is None):
             raise ValueError("RenderJob needs audio or features, not both")
+        if frame_batch < 1:
+            raise ValueError(f"RenderJob: frame_batch must be at least 1, got {frame_batch}")
         frames = frame_count(len(audio)) if audio is not None else len(features)
         seconds = len(audio) / SAMPLE_RATE if audio is not None else frames / FPS
         self.info = RenderInfo(frames, FPS, avatar.frame_size, seconds, options)
         self._networks, self._avatar = networks, avatar
         self._audio, self._features = audio, features
         self._ring_slots = ring_slots
+        self._frame_batch = frame_batch
         self._started = False
 
     def __iter__(self) -> Iterator[Frame]:
@@ -134,11 +157,7 @@ class RenderJob:
         self._started = True
         height, width = self.info.frame_size
         ring = FrameRing(self._ring_slots, height, width, 3)
-        failure: list[BaseException] = []
-        stop = threading.Event()
-        producer = threading.Thread(target=self._produce, args=(ring, stop, failure), daemon=True,
-                                    name="ditto-fast-render")
-        producer.start()
+        stages = self._start_stages(ring)
         taken = None
         try:
             for index in range(self.info.num_frames):
@@ -152,24 +171,56 @@ class RenderJob:
         finally:
             if taken is not None:
                 taken.release()
-            stop.set()
-            ring.close()
-            producer.join()
-        if failure:
-            raise failure[0]  # keeps the producer's traceback
+            stages.stop()
+            stages.join()  # raises the first stage error, traceback intact
 
-    def _produce(self, ring: FrameRing, stop: threading.Event, failure: list[BaseException]) -> None:
+    def _start_stages(self, ring: FrameRing) -> StageGroup:
+        """features → motion → frames, each on its own thread (see the module docstring)."""
+        stages = StageGroup("ditto-fast-render")
+        stages.on_stop(ring.close)
+        condition, a2m = motion_setup(self._networks, self._avatar, self.info.options)
+        conditions: Channel[np.ndarray] = stages.channel(CHANNEL_CAPACITY)
+        motions: Channel[np.ndarray] = stages.channel(CHANNEL_CAPACITY)
+        stages.start("features", lambda: self._condition_rows(condition, conditions))
+        stages.start("motion", lambda: _forward(map(a2m.clamp, a2m.offline_blocks(conditions, self.info.num_frames)),
+                                                motions))
+        stages.start("frames", lambda: self._render_frames(motions, ring))
+        return stages
+
+    def _condition_rows(self, condition: ConditionHandler, out: Channel[np.ndarray]) -> None:
+        blocks: Iterable[np.ndarray] = (
+            (self._features,) if self._features is not None
+            else offline_feature_blocks(self._audio, self._networks["hubert"]))
+        first = 0
+        for block in blocks:
+            out.put(condition(block, first))
+            first += len(block)
+        out.finish()
+
+    def _render_frames(self, motions: Iterable[np.ndarray], ring: FrameRing) -> None:
+        render = FrameRenderer(self._networks, self._avatar, self.info.options, self.info.num_frames)
         try:
-            features = (self._features if self._features is not None
-                        else offline_features(self._audio, self._networks["hubert"]))
-            motions = motion_frames(self._networks, self._avatar, features, self.info.options)
-            render = FrameRenderer(self._networks, self._avatar, self.info.options, self.info.num_frames)
-            for index, x_d_info in enumerate(motions):
-                if stop.is_set():
-                    return
-                render.render_into(ring, index, x_d_info)
+            if self._frame_batch > 1:
+                self._render_batched(render, motions, ring)
+                return
+            first = 0
+            for block in motions:
+                render.render_clip_into(ring, first, block)
+                first += len(block)
         except RingClosed:
             pass  # the consumer stopped early
-        except BaseException:  # noqa: BLE001 - handed to the consumer with its traceback
-            failure.append(sys.exc_info()[1])
-            ring.close()
+
+    def _render_batched(self, render: FrameRenderer, motions: Iterable[np.ndarray], ring: FrameRing) -> None:
+        # Imported here: the batched path needs torch, which the default path does not.
+        from ditto_fast.gpu.batched_render import BatchedRenderer, stitched_frames
+        from ditto_fast.gpu.ring_writer import RingWriter
+
+        batched = BatchedRenderer.from_networks(self._networks, self._avatar, batch_size=self._frame_batch)
+        with RingWriter(ring, batched.device) as writer:
+            batched.render(stitched_frames(render, motions), writer)
+
+
+def _forward(items: Iterable[np.ndarray], out: Channel[np.ndarray]) -> None:
+    for item in items:
+        out.put(item)
+    out.finish()

@@ -4,11 +4,13 @@ The audio path is the reference's online branch: `chunksize = (past, current, fu
 frames per HuBERT window, windows every `current` frames, the first one preceded by `past`
 frames of silence, the last one zero-padded. Motion comes from the reference's streaming
 worker (`OnlineAudio2Motion`), frames from the same stitch → warp → decode → paste-back as
-offline.
+offline. Two stages overlap on their own threads: "motion" (HuBERT and LMDM for window k+1)
+and "frames" (rendering window k's frames), joined by a short bounded channel.
 
-Back-pressure: windows wait in a bounded queue and frames in a bounded ring. When the
-consumer is slow the ring fills, the worker waits, the queue fills and `push()` blocks: audio
-is never dropped and memory does not grow. `interrupt()` is the way to drop audio.
+Back-pressure: windows wait in a bounded queue, motion in a bounded channel and frames in a
+bounded ring. When the consumer is slow the ring fills, the stages wait, the queue fills and
+`push()` blocks: audio is never dropped and memory does not grow. `interrupt()` is the way to
+drop audio. The first error in a stage stops both and is raised by `push`/`frames`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import soxr
 from ditto_fast._core import FrameRing, RingClosed
 from ditto_fast.backends.base import Network
 from ditto_fast.engine.offline import Frame, FrameRenderer, motion_setup
+from ditto_fast.engine.stage_threads import StageGroup
 from ditto_fast.options import RenderOptions
 from ditto_fast.stages.audio import (
     FPS,
@@ -36,11 +39,13 @@ from ditto_fast.stages.audio import (
     window_length,
 )
 from ditto_fast.stages.avatar import Avatar
+from ditto_fast.stages.motion import MOTION_DIM
 from ditto_fast.stages.online_motion import OnlineAudio2Motion, silence_warmup_features
 
 DEFAULT_CHUNKSIZE = (3, 5, 2)
 DEFAULT_RING_SLOTS = 8
 DEFAULT_QUEUED_WINDOWS = 8  # ~1.6 s of audio at the default chunk size
+QUEUED_MOTION = 2  # windows' worth of motion waiting for the frames stage
 
 
 @dataclass
@@ -51,12 +56,15 @@ class StreamStats:
     chunk_latencies: list[float] = field(default_factory=list)  # window complete → its frames ready
     frames_emitted: int = 0
     audio_seconds: float = 0.0  # real audio pushed
-    busy_seconds: float = 0.0  # worker time spent computing
+    motion_seconds: float = 0.0  # compute time of the motion stage (HuBERT, LMDM)
+    frames_seconds: float = 0.0  # compute time of the frames stage (stitch, warp, decode, paste-back)
 
     @property
     def real_time_factor(self) -> float | None:
-        """Compute time per second of audio (< 1 keeps up with real time)."""
-        return self.busy_seconds / self.audio_seconds if self.audio_seconds else None
+        """Compute time per second of audio of the busier stage: the stages overlap, so the
+        stream keeps up with real time while this stays below 1."""
+        busiest = max(self.motion_seconds, self.frames_seconds)
+        return busiest / self.audio_seconds if self.audio_seconds else None
 
     def as_dict(self) -> dict:
         chunks = self.chunk_latencies
@@ -66,6 +74,8 @@ class StreamStats:
             "chunk_latency_max_s": float(np.max(chunks)) if chunks else None,
             "frames_emitted": self.frames_emitted,
             "audio_seconds": self.audio_seconds,
+            "motion_seconds": self.motion_seconds,
+            "frames_seconds": self.frames_seconds,
             "real_time_factor": self.real_time_factor,
         }
 
@@ -95,11 +105,14 @@ class StreamSession:
         self._resampler: tuple[int, soxr.ResampleStream] | None = None
         self._first_push: float | None = None
         self._ended = False
-        self._failure: BaseException | None = None
         self._next_index = 0
         self._generation = 0  # bumped by interrupt(): pushes of an older generation stop queueing
-        self._worker = threading.Thread(target=self._work, name="ditto-fast-stream", daemon=True)
-        self._worker.start()
+        self._stages = StageGroup("ditto-fast-stream")
+        self._stages.on_stop(self._ring.close)
+        self._stages.on_stop(self._wake_motion_stage)
+        self._motion = self._stages.channel(QUEUED_MOTION)
+        self._stages.start("motion", self._make_motion)
+        self._stages.start("frames", self._make_frames)
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -195,43 +208,57 @@ class StreamSession:
             except queue.Full:
                 continue
 
-    # -- worker --------------------------------------------------------------------------------
+    # -- stages ---------------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _make_motion(self) -> None:
+        """Windows → driving motion, handed to the frames stage with the window's timing."""
+        while True:
+            item = self._windows.get()
+            started = time.perf_counter()
+            if item[0] == "stop":
+                return
+            if item[0] == "window":
+                motion = self._driver.push_motion(chunk_features(item[1], self._networks["hubert"], self.chunksize))
+            elif item[0] == "reset":
+                self._driver.reset()
+                motion = np.zeros((0, MOTION_DIM), np.float32)
+            else:
+                motion = self._driver.end_motion()
+            self.stats.motion_seconds += time.perf_counter() - started
+            self._motion.put((self._driver.a2m.clamp(motion), self._driver.d0,
+                              item[2] if item[0] == "window" else None))
+            if item[0] == "end":
+                self._motion.finish()
+                return
+
+    def _make_frames(self) -> None:
         try:
-            while True:
-                item = self._windows.get()
+            for motion, d0, queued_at in self._motion:
                 started = time.perf_counter()
-                if item[0] == "window":
-                    frames = self._driver.push(chunk_features(item[1], self._networks["hubert"], self.chunksize))
-                elif item[0] == "reset":
-                    self._driver.reset()
-                    frames = []
-                else:
-                    frames = self._driver.end()
-                if self._driver.d0 is not None:
-                    self._render.stitch.set_d0(self._driver.d0)
-                for x_d_info in frames:
-                    self._emit(x_d_info)
-                self.stats.busy_seconds += time.perf_counter() - started
-                if item[0] == "window":
-                    self.stats.chunk_latencies.append(time.perf_counter() - item[2])
-                if item[0] == "end":
-                    self._ring.close()
-                    return
+                if d0 is not None:
+                    self._render.stitch.set_d0(d0)
+                self._emit(motion)
+                self.stats.frames_seconds += time.perf_counter() - started
+                if queued_at is not None:
+                    self.stats.chunk_latencies.append(time.perf_counter() - queued_at)
         except RingClosed:
             return  # the session was closed
-        except BaseException as exc:  # noqa: BLE001 - raised to the caller of push/frames
-            self._failure = exc
-            self._ring.close()
+        self._ring.close()  # end of stream: the consumer drains what is left
 
-    def _emit(self, x_d_info: Mapping[str, np.ndarray]) -> None:
-        index = self._next_index
-        self._render.render_into(self._ring, index, x_d_info)
-        self._next_index += 1
+    def _emit(self, motion: np.ndarray) -> None:
+        self._render.render_clip_into(self._ring, self._next_index, motion, committed=self._count_frame)
+        self._next_index += len(motion)
+
+    def _count_frame(self, index: int) -> None:
         self.stats.frames_emitted += 1
         if self.stats.first_frame_latency is None and self._first_push is not None:
             self.stats.first_frame_latency = time.perf_counter() - self._first_push
+
+    def _wake_motion_stage(self) -> None:
+        try:
+            self._windows.put_nowait(("stop",))
+        except queue.Full:
+            pass  # the stage is not waiting for a window; it stops at its next channel put
 
     # -- consumer side -------------------------------------------------------------------------
 
@@ -249,29 +276,26 @@ class StreamSession:
             finally:
                 taken.release()
 
-    def write_mp4(self, path, audio_path=None) -> int:
+    def write_mp4(self, path, audio_path=None, *, crf: int | None = None, x264_preset: str | None = None) -> int:
         """Consume the frames into an mp4 as they come (H.264, plus `audio_path`'s audio);
-        returns the frame count. The file appears when the stream has ended."""
+        returns the frame count. The file appears when the stream has ended. `crf` and
+        `x264_preset` are the encoder's (None: the writer's defaults, see stages/writer.py)."""
         from ditto_fast.stages.writer import VideoWriter
 
         height, width = self._ring.shape[:2]
-        with VideoWriter(path, width, height, audio_path=audio_path) as writer:
+        with VideoWriter(path, width, height, audio_path=audio_path, crf=crf, preset=x264_preset) as writer:
             for frame in self.frames():
                 writer.write(frame.rgb)
         return writer.frames
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+        if self._stages.failure is not None:
+            raise self._stages.failure
 
     def close(self) -> None:
-        """Stop the worker; frames not yet taken are dropped."""
-        self._ring.close()
-        try:
-            self._windows.put_nowait(("end",))
-        except queue.Full:
-            pass
-        self._worker.join(timeout=10)
+        """Stop the stages; frames not yet taken are dropped."""
+        self._stages.stop()
+        self._stages.wait(timeout=10)
 
     def __enter__(self) -> StreamSession:
         return self

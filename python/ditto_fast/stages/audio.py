@@ -16,7 +16,7 @@ the frame count is `ceil((n / 16000) * 25)` (one more than `n / 640` for some mu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import av
@@ -215,13 +215,22 @@ def features_from_hubert(encodings: np.ndarray, chunksize: Chunksize = DEFAULT_C
     return pairs.mean(axis=-2)
 
 
+def offline_feature_blocks(audio: np.ndarray, hubert: Network,
+                           chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> Iterator[np.ndarray]:
+    """The offline features window by window: (valid, D) blocks, the last one cut at the
+    clip's frame count, so that later stages can start before the whole clip is encoded."""
+    windows, num_f = offline_windows(audio, chunksize)
+    done = 0
+    for window in windows:
+        block = chunk_features(window, hubert, chunksize)[:num_f - done]
+        done += len(block)
+        yield block
+
+
 def offline_features(audio: np.ndarray, hubert: Network, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
     """(num_f, D) HuBERT features of a whole clip, as the reference's offline `wav2feat`."""
-    windows, num_f = offline_windows(audio, chunksize)
-    if num_f == 0:
-        return np.zeros((0, HUBERT_DIM), np.float32)
-    per_window = [chunk_features(window, hubert, chunksize) for window in windows]
-    return np.concatenate(per_window)[:num_f]
+    blocks = list(offline_feature_blocks(audio, hubert, chunksize))
+    return np.concatenate(blocks) if blocks else np.zeros((0, HUBERT_DIM), np.float32)
 
 
 # ------------------------------------------------------------------------------ online

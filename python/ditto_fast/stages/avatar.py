@@ -7,6 +7,7 @@ registered once and reused for any number of renders.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class Avatar:
     def motion_info(self, index: int) -> dict[str, np.ndarray]:
         """Source frame `index`'s motion info, as the stages take it (each value (1, d))."""
         return {k: v[index] for k, v in self.motion.items()}
+
+    def motion_rows(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """The motion info of several source frames at once (each value (n, 1, d))."""
+        return {k: v[list(indices)] for k, v in self.motion.items()}
 
     def save(self, path: str | Path) -> Path:
         """Write the avatar as an `.npz` (written beside the target, then renamed)."""

@@ -6,12 +6,13 @@ clip cross-fade, smoothing), so with the same network outputs and noise the moti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ditto_fast.backends.base import Network
+from ditto_fast.backends.clip_sampling import clip_sampling_of
 from ditto_fast.diffusion_schedule import DdimTables, ddim_tables
 
 SEQ_FRAMES = 80  # frames per LMDM clip
@@ -134,6 +135,9 @@ class GaussianNoise:
 
 # -- DDIM sampler --------------------------------------------------------------------------------------
 
+GuidedStep = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
 class DDIMSampler:
     """The reference's DDIM loop for one clip, with the per-update noise fixed at setup.
 
@@ -163,15 +167,26 @@ class DDIMSampler:
         if cond.ndim != 3 or cond.shape[:2] != (1, SEQ_FRAMES):
             raise ValueError(f"DDIMSampler: cond must have shape (1, {SEQ_FRAMES}, C), got {cond.shape}")
         t = self.tables
+        guided_step = self._guided_step(lmdm, kp_cond, cond)
         x = x_T
-        for i, (time, time_next) in enumerate(t.time_pairs):
-            pred_noise, x_start = lmdm(x=x, cond_frame=kp_cond, cond=cond,
-                                       time_cond=np.array([time], dtype=np.int64))
+        for i, time_next in enumerate(t.time_pairs[:, 1]):
+            pred_noise, x_start = guided_step(x, i)
             if time_next < 0:
                 x = x_start
             else:
                 x = x_start * t.alpha_next_sqrt[i] + t.c[i] * pred_noise + t.sigma[i] * self.step_noise[i]
         return x
+
+    def _guided_step(self, lmdm: Network, kp_cond: np.ndarray, cond: np.ndarray) -> GuidedStep:
+        """The clip's guided LMDM step (x, step index) → (pred_noise, x_start): hoisted when the network
+        offers clip sampling, else one plain network call per step."""
+        sampling = clip_sampling_of(lmdm)
+        time_cond = self.tables.time_cond
+        if sampling is not None:
+            clip = sampling.prepare_clip(kp_cond, cond, time_cond)
+            return lambda x, i: sampling.guided_step(x, clip, i)
+        return lambda x, i: lmdm(x=x, cond_frame=kp_cond, cond=cond,
+                                 time_cond=np.array([time_cond[i]], dtype=np.int64))
 
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -286,22 +301,54 @@ class Audio2Motion:
         Clips start every V frames; the last one is padded by repeating its final row. The result
         is cut to N frames and smoothed once more over its full length.
         """
-        num_frames = len(cond_all)
-        if num_frames == 0:
+        return np.concatenate(list(self.offline_blocks([np.asarray(cond_all)], len(cond_all))))
+
+    def offline_blocks(self, cond_blocks: Iterable[np.ndarray], num_frames: int) -> Iterator[np.ndarray]:
+        """`generate_offline`'s rows in order, as soon as no later clip can change them.
+
+        `cond_blocks` yields the utterance's num_frames condition rows in blocks of any size and
+        is read only as far as the next clip needs. After a clip, rows before its cross-fade
+        region are settled, and the final smoothing of a row reads only `smo_k_d // 2` settled
+        neighbours on each side, so each block equals the same rows of the whole-utterance result.
+        """
+        if num_frames <= 0:
             raise ValueError("Audio2Motion.generate_offline: cond_all holds no frames")
         self.reset()
-        motion = None
+        kernel = self.options.smo_k_d
+        half = kernel // 2 if kernel > 1 else 0
+        incoming = iter(cond_blocks)
+        pending: np.ndarray | None = None  # condition rows from the current clip's start on
+        motion: np.ndarray | None = None
+        emitted = 0
         for start in range(0, num_frames, self.options.valid_clip_len):
-            clip = cond_all[start:start + SEQ_FRAMES]
+            needed = min(SEQ_FRAMES, num_frames - start)
+            while pending is None or len(pending) < needed:
+                block = next(incoming, None)
+                if block is None:
+                    received = start + (0 if pending is None else len(pending))
+                    raise ValueError(f"Audio2Motion: condition rows ended after {received} of {num_frames} frames")
+                pending = block if pending is None else np.concatenate([pending, block])
+            clip = pending[:SEQ_FRAMES]
             if len(clip) < SEQ_FRAMES:
                 clip = np.concatenate([clip, np.repeat(clip[-1:], SEQ_FRAMES - len(clip), axis=0)])
             motion = self.generate_clip(clip[None], motion)
-        return smooth_pose(motion[:num_frames], 0, num_frames, self.options.smo_k_d)
+            pending = pending[self.options.valid_clip_len:]
+            last = start + self.options.valid_clip_len >= num_frames
+            settled = num_frames if last else min(len(motion) - self.options.fuse_length - half, num_frames)
+            if settled > emitted:
+                low, high = max(emitted - half, 0), min(settled + half, num_frames)
+                window = smooth_pose(motion[low:high], emitted - low, settled - low, kernel)
+                yield window[emitted - low:settled - low]
+                emitted = settled
+
+    def clamp(self, motion: np.ndarray) -> np.ndarray:
+        """(n, 265) motion clamped per dim when v_min_max_for_clip is set (the reference's output clamp)."""
+        bounds = self.options.v_min_max_for_clip
+        if bounds is None:
+            return motion
+        bounds = np.asarray(bounds, dtype=motion.dtype)
+        return np.clip(motion, bounds[0], bounds[1])
 
     def to_frame_dicts(self, motion: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Per-frame motion dicts from (n, 265) motion, clamped per dim when v_min_max_for_clip is set."""
-        bounds = self.options.v_min_max_for_clip
-        if bounds is not None:
-            bounds = np.asarray(bounds, dtype=motion.dtype)
-            motion = np.clip(motion, bounds[0], bounds[1])
-        return [motion_vector_to_dict(frame) for frame in motion]
+        return [motion_vector_to_dict(frame) for frame in self.clamp(motion)]

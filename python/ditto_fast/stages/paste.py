@@ -71,9 +71,11 @@ class PasteBack:
 
     def __call__(self, frame: np.ndarray, render: np.ndarray, m_c2o: np.ndarray,
                  out: np.ndarray | None = None) -> np.ndarray:
-        """frame (H, W, 3) uint8, render (S, S, 3) float32 in [0, 255] (S = mask side), m_c2o (3, 3)
-        crop→frame matrix → the (H, W, 3) uint8 result, written into `out` when given (e.g. a
-        ring slot) or a new array; `frame` itself is left untouched unless it is `out`."""
+        """frame (H, W, 3) uint8; render (S, S, 3) float32 in [0, 255] (S = mask side), or the
+        decoder's output (1, 3, S, S) in [0, 1], which the kernel converts exactly as
+        `render_to_hwc` would, without the intermediate arrays; m_c2o (3, 3) crop→frame matrix.
+        Returns the (H, W, 3) uint8 result, written into `out` when given (e.g. a ring slot) or
+        a new array; `frame` itself is left untouched unless it is `out`."""
         # The kernel checks dtypes and shapes itself; only the memory layout is adapted here.
         return paste_back(np.ascontiguousarray(frame), np.ascontiguousarray(render, dtype=np.float32),
                           self.mask, np.asarray(m_c2o), out=out, threads=self.threads)
