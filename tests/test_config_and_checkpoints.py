@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -181,6 +182,15 @@ def test_tree_discovery_and_file_resolution(tmp_path):
         tree.onnx_file("hubert", offline)
     with pytest.raises(CheckpointError, match="the pytorch config pickle is missing"):
         tree.load_config("pytorch")
+
+
+def test_engines_built_here_come_before_the_shipped_ones(tmp_path):
+    make_tree(tmp_path)
+    older, newer = tmp_path / "ditto_trt_h100_old", tmp_path / "ditto_trt_custom"
+    for age, folder in ((200, older), (100, newer)):
+        folder.mkdir()
+        os.utime(folder, (time.time() - age, time.time() - age))
+    assert find_tree(tmp_path).trt_dirs == (newer, older, tmp_path / "ditto_trt_Ampere_Plus")
 
 
 def test_not_a_tree(tmp_path):

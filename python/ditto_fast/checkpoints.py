@@ -137,6 +137,16 @@ def _existing(path: str | Path, network: str) -> Path:
     return path
 
 
+# The official download's engines (TensorRT 8.6 builds for Ampere and later GPUs).
+SHIPPED_TRT_DIR = "ditto_trt_Ampere_Plus"
+
+
+def _engine_folder_order(folder: Path) -> tuple[bool, float, str]:
+    """Engines built on this machine (`ditto-fast build-engines`) before the shipped ones, newest
+    first: a folder someone built is the one meant for this GPU and TensorRT version."""
+    return folder.name == SHIPPED_TRT_DIR, -folder.stat().st_mtime, folder.name
+
+
 def find_tree(root: str | Path) -> CheckpointTree:
     """Locate the parts of a checkpoint tree under `root`."""
     root = Path(root)
@@ -145,7 +155,7 @@ def find_tree(root: str | Path) -> CheckpointTree:
     cfg_dir = root / CFG_DIR
     onnx_dir = root / ONNX_DIR
     pytorch_dir = root / PYTORCH_DIR
-    trt_dirs = tuple(sorted(p for p in root.glob(f"{TRT_PREFIX}*") if p.is_dir()))
+    trt_dirs = tuple(sorted((p for p in root.glob(f"{TRT_PREFIX}*") if p.is_dir()), key=_engine_folder_order))
     has_models = onnx_dir.is_dir() or pytorch_dir.is_dir() or bool(trt_dirs)
     if not cfg_dir.is_dir() or not has_models:
         raise CheckpointError(

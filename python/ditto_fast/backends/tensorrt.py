@@ -6,8 +6,10 @@ to the rest of a device-resident pipeline without a copy (`run_on_device`); the 
 `__call__` of the Network protocol copies in and out around it.
 
 Engines built by the reference's converter (TensorRT 8.6) do not load on TensorRT 10; rebuild
-them from the ONNX files. Those engines expose LMDM's `time_cond` as int32 where
-the ONNX graph says int64; this backend accepts either and casts at the boundary.
+them from the ONNX files with `ditto-fast build-engines`, whose warp engine runs GridSample3D
+through a Python plugin this backend registers before loading it. The reference's engines
+expose LMDM's `time_cond` as int32 where the ONNX graph says int64; this backend accepts either
+and casts at the boundary.
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ _LOGGER = trt.Logger(trt.Logger.WARNING)
 trt.init_libnvinfer_plugins(_LOGGER, "")
 
 
+def _register_plugins(network: str) -> str:
+    """Register the Python plugin a warp engine built by `ditto-fast build-engines` runs its
+    GridSample3D with (TensorRT looks it up while deserialising); returns why it could not be
+    registered, or '' (engines with TensorRT's own 5-D GridSample do not need it)."""
+    if network != "warp_network":
+        return ""
+    from ditto_fast.trt_build.plugin import register_grid_sample_plugin
+
+    try:
+        register_grid_sample_plugin()
+    except ImportError as exc:
+        return f"; its GridSample3D plugin could not be registered: {exc}"
+    return ""
+
+
 def _contract_dtype(network: str, name: str, engine_dtype: str) -> str:
     """The dtype to check against the contract: an int32 engine tensor where the contract
     says int64 is the TensorRT 8.6 convention, cast at the boundary, not a mismatch."""
@@ -73,13 +90,14 @@ class TensorRTNetwork:
             raise FileNotFoundError(f"{self.path}: engine of {name} is missing")
         self._device = torch.device(device)
         self.stream = stream or torch.cuda.Stream(device=self._device)
+        plugin_problem = _register_plugins(name)
         runtime = trt.Runtime(_LOGGER)
         self._engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             raise ValueError(
                 f"{self.path}: TensorRT {trt.__version__} cannot deserialise this engine (built "
                 "by another TensorRT version or for another GPU?); rebuild it from the ONNX "
-                f"file with TensorRT {trt.__version__} on this GPU"
+                f"file with TensorRT {trt.__version__} on this GPU (ditto-fast build-engines){plugin_problem}"
             )
         self._context = self._engine.create_execution_context()
         self._engine_dtypes: dict[str, str] = {}
