@@ -5,10 +5,9 @@ loads the synthetic-tiny checkpoints, so it recognises a checkpoint's layout by 
 the file's state-dict shapes with the known layouts, and refuses any other layout with the
 first differing key. BatchNorm and spectral norm are folded at load.
 
-Precision follows the reference's runtime rules on CUDA: appearance extractor, warp network
-and decoder under fp16 autocast; motion extractor, stitching network and LMDM in fp32 (the
-motion extractor's pose bins are precision-sensitive; TensorRT runs it in fp32 too). On the
-CPU everything runs in fp32.
+Precision follows the reference's runtime rules on CUDA (`ditto_fast.gpu.precision`, the one
+policy for every torch path): fp16 autocast where the reference's engines run fp16, fp32 for
+the motion extractor, HuBERT and LMDM. On the CPU everything runs in fp32.
 """
 
 from __future__ import annotations
@@ -32,12 +31,11 @@ try:
 except ImportError as exc:
     raise MissingBackendError("the torch backend needs PyTorch: pip install torch") from exc
 
+from ditto_fast.gpu.precision import precision_for  # noqa: E402
 from ditto_fast.models import NETWORK_CLASSES, TINY_KWARGS  # noqa: E402 - needs torch first
 from ditto_fast.models.checkpoint_format import load_state, unwrap_state_dict  # noqa: E402
 from ditto_fast.models.lmdm import GuidedLMDM  # noqa: E402
 from ditto_fast.models.lmdm_hoisted import ClipCache, HoistedLMDM, ScheduleCache  # noqa: E402
-
-FP16_ON_CUDA = frozenset({"appearance_extractor", "warp_network", "decoder"})
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,7 @@ class TorchNetwork:
         check_model(name, str(self.path), self.inputs, self.outputs)
         module = kind.load(name, kind.build(**kwargs), checkpoint)
         self.module = module.to(torch.device(device)).eval()
-        self._autocast = name in FP16_ON_CUDA and device.startswith("cuda")
+        self._autocast = precision_for(name, device).autocast
         self.clip_sampling = HoistedClipSampling(self.module, device) if name == "lmdm" else None
 
     def run_on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
