@@ -58,7 +58,7 @@ def test_the_commands_encode_with_the_chosen_settings(command, crf, preset, inpu
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o.mp4"
     status = main([command, "--checkpoints", str(TINY), "--source", str(inputs[0]), "--audio", str(inputs[1]),
-                   "--out", str(out), "--seed", "0", "--crf", crf, "--x264-preset", preset])
+                   "--out", str(out), "--seed", "0", "--crf", crf, "--x264-preset", preset, "--encoder", "libx264"])
     assert status == 0
     settings = x264_settings(out)
     assert float(settings["crf"]) == int(crf)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import threading
 
@@ -10,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+import ditto_fast.stages.writer as writer_module
 from ditto_fast.stages.writer import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
@@ -133,7 +135,7 @@ def x264_settings(path) -> dict[str, str]:
 def write_frames(path, frames, **options) -> None:
     frames = list(frames)
     height, width = frames[0].shape[:2]
-    with VideoWriter(path, width, height, **options) as writer:
+    with VideoWriter(path, width, height, **{"encoder": "libx264", **options}) as writer:
         for frame in frames:
             writer.write(frame)
 
@@ -279,3 +281,31 @@ def test_abort_drops_queued_frames_without_encoding_them(tmp_path, monkeypatch):
     writer.abort()
     assert len(encoded) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_encoder_falls_back_to_libx264_without_nvenc(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "nvenc_available", lambda: False)
+    path = tmp_path / "auto.mp4"
+    frames = [np.full((64, 64, 3), 40 * i, np.uint8) for i in range(3)]
+    with VideoWriter(path, 64, 64) as writer:
+        assert writer.encoder == "libx264"
+        for frame in frames:
+            writer.write(frame)
+    assert "crf" in x264_settings(path)
+
+
+def test_nvenc_is_chosen_when_it_opens_and_refused_by_name_when_it_does_not(monkeypatch):
+    monkeypatch.setattr(writer_module, "nvenc_available", lambda: True)
+    assert writer_module.resolve_encoder("auto") == "h264_nvenc"
+    assert writer_module.resolve_encoder("libx264") == "libx264"
+    monkeypatch.setattr(writer_module, "nvenc_available", lambda: False)
+    with pytest.raises(OutputError, match="h264_nvenc cannot be opened here"):
+        writer_module.resolve_encoder("h264_nvenc")
+    with pytest.raises(ValueError, match="unknown encoder 'x265'"):
+        writer_module.resolve_encoder("x265")
+
+
+def test_without_an_nvidia_driver_the_nvenc_probe_says_no_instead_of_failing():
+    if pathlib.Path("/dev/nvidiactl").exists():
+        pytest.skip("an NVIDIA driver is present: NVENC may open here")
+    assert writer_module.nvenc_available() is False

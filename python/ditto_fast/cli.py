@@ -92,8 +92,11 @@ def _x264_crf(text: str) -> int:
 
 
 def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """libx264 settings of the mp4 writer (`--preset` is the render's quality preset, not x264's)."""
-    from ditto_fast.stages.writer import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+    """Encoder settings of the mp4 writer (`--preset` is the render's quality preset, not x264's)."""
+    from ditto_fast.stages.writer import DEFAULT_CRF, DEFAULT_PRESET, ENCODERS, X264_PRESETS
+
+    parser.add_argument("--encoder", choices=ENCODERS, default="auto",
+                        help="H.264 encoder: auto (NVENC when the NVIDIA driver offers it, else libx264)")
 
     parser.add_argument("--crf", type=_x264_crf, default=DEFAULT_CRF, metavar="N",
                         help="x264 constant quality, 0-51: lower is better and larger (default: %(default)s)")
@@ -120,7 +123,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         source, audio = (write_demo_inputs(scratch) if args.demo else (args.source, args.audio))
         result = renderer.render_to_file(source, audio, args.out, preset=args.preset,
                                          progress=ProgressBar("rendering"), crf=args.crf,
-                                         x264_preset=args.x264_preset, **options)
+                                         x264_preset=args.x264_preset, encoder=args.encoder, **options)
     print(result.summary() + (" (synthetic weights)" if renderer.synthetic else ""))
     return 0
 
@@ -170,7 +173,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         feeder = threading.Thread(target=feed, name="ditto-fast-feed")
         feeder.start()
         if args.out:
-            frames = session.write_mp4(args.out, audio_path=args.audio, crf=args.crf, x264_preset=args.x264_preset)
+            frames = session.write_mp4(args.out, audio_path=args.audio, crf=args.crf, x264_preset=args.x264_preset,
+                                       encoder=args.encoder)
         else:
             frames = sum(1 for _ in session.frames())
         feeder.join()

@@ -31,7 +31,7 @@ from ditto_fast.options import RenderOptions, resolve_options
 from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio
 from ditto_fast.stages.avatar import Avatar
 from ditto_fast.stages.register import register
-from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options
+from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options, resolve_encoder
 from ditto_fast.synthetic.tree import is_synthetic
 
 DEFAULT_CHECKPOINTS = Path("checkpoints") / "synthetic-tiny"
@@ -123,18 +123,21 @@ class Renderer:
 
     def render_to_file(self, source: Source, audio: Audio, out: str | Path, *, preset: str | None = None,
                        progress: Callable[[int, int], None] | None = None, crf: int | None = None,
-                       x264_preset: str | None = None, **options: Any) -> RenderResult:
+                       x264_preset: str | None = None, encoder: str = "auto", **options: Any) -> RenderResult:
         """Render into an mp4 (H.264 + the input audio as AAC). The file appears only when the
         render finished: on any error or interruption nothing is left at `out`. `crf` and
-        `x264_preset` are the encoder's (None: the writer's defaults, see stages/writer.py)."""
+        `x264_preset` are the encoder's (None: the writer's defaults), `encoder` "auto" (NVENC when
+        the driver offers it, else libx264), "libx264" or "h264_nvenc"; see stages/writer.py."""
         out = check_writable(out)  # before any work
         crf, x264_preset = check_x264_options(crf, x264_preset)
+        encoder = resolve_encoder(encoder)
         started = time.perf_counter()
         job = self.render(source, audio, preset=preset, **options)
         height, width = job.info.frame_size
         with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
             audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)
-            with VideoWriter(out, width, height, audio_path=audio_path, crf=crf, preset=x264_preset) as writer:
+            with VideoWriter(out, width, height, audio_path=audio_path, crf=crf, preset=x264_preset,
+                             encoder=encoder) as writer:
                 for frame in job:
                     writer.write(frame.rgb)
                     if progress is not None:

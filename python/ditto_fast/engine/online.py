@@ -276,14 +276,16 @@ class StreamSession:
             finally:
                 taken.release()
 
-    def write_mp4(self, path, audio_path=None, *, crf: int | None = None, x264_preset: str | None = None) -> int:
+    def write_mp4(self, path, audio_path=None, *, crf: int | None = None, x264_preset: str | None = None,
+                  encoder: str = "auto") -> int:
         """Consume the frames into an mp4 as they come (H.264, plus `audio_path`'s audio);
-        returns the frame count. The file appears when the stream has ended. `crf` and
-        `x264_preset` are the encoder's (None: the writer's defaults, see stages/writer.py)."""
+        returns the frame count. The file appears when the stream has ended. `crf`,
+        `x264_preset` and `encoder` are the writer's (see stages/writer.py)."""
         from ditto_fast.stages.writer import VideoWriter
 
         height, width = self._ring.shape[:2]
-        with VideoWriter(path, width, height, audio_path=audio_path, crf=crf, preset=x264_preset) as writer:
+        with VideoWriter(path, width, height, audio_path=audio_path, crf=crf, preset=x264_preset,
+                         encoder=encoder) as writer:
             for frame in self.frames():
                 writer.write(frame.rgb)
         return writer.frames

@@ -14,6 +14,12 @@ encoder thread is raised once, unchanged, by the next `write()` or by `close()`.
 The reference encodes libx264 at crf 18 (preset medium), 25 fps, yuv420p, then muxes the input
 audio file re-encoded to AAC with no `-shortest`; this writer does the same in one pass.
 
+Encoder: "auto" (the default) uses NVIDIA's NVENC (`h264_nvenc`) when the driver offers it and
+libx264 otherwise; at 2 MP libx264 costs 40–80 ms of CPU per frame, which real-time
+high-resolution output cannot afford, while NVENC runs on the GPU's own encoder block. NVENC
+gets constant-quality VBR at the same quality number (`cq` = crf) with preset p5; the x264
+preset applies to libx264 only. Whether NVENC opens is probed once per process.
+
 Default: crf 18, preset medium, the reference's settings, kept after measuring the faster presets
 (bench/test_encoder_bench.py; 2-core EPYC, 1432x1432 moving content, CPU time of all x264 threads
 per frame): medium ~70 ms, veryfast ~32 ms, ultrafast ~18 ms. At crf 18 veryfast's file came out
@@ -25,6 +31,7 @@ thread. Where the CPU is the slow end, pass preset="veryfast" (CLI: --x264-prese
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import tempfile
@@ -48,6 +55,40 @@ CRF_RANGE = range(0, 52)  # x264's constant-quality scale for 8-bit video
 # (x264 returns in bursts with frame threads and B-frames; it holds its lookahead on top of these);
 # 1 to 8 made no measurable difference on a 2-core machine.
 QUEUED_FRAMES = 4
+
+
+ENCODERS = ("auto", "libx264", "h264_nvenc")
+NVENC_PRESET = "p5"  # NVENC's p1 (fastest) .. p7 (best): p5 is the quality end of real-time
+
+
+def nvenc_available() -> bool:
+    """Whether `h264_nvenc` opens here: FFmpeg built with it, an NVIDIA driver and a free
+    encoder session (probed once per process, with a tiny frame)."""
+    return _nvenc_probe()
+
+
+@functools.cache
+def _nvenc_probe() -> bool:
+    try:
+        context = av.CodecContext.create("h264_nvenc", "w")
+        context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+        context.time_base = Fraction(1, FPS)
+        context.open()
+    except (av.FFmpegError, ValueError, OSError):
+        return False
+    return True
+
+
+def resolve_encoder(encoder: str = "auto") -> str:
+    """The H.264 encoder `encoder` names: "auto" → h264_nvenc when it opens, else libx264."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose from {', '.join(ENCODERS)}")
+    if encoder == "auto":
+        return "h264_nvenc" if nvenc_available() else "libx264"
+    if encoder == "h264_nvenc" and not nvenc_available():
+        raise OutputError("h264_nvenc cannot be opened here (no NVIDIA driver, or FFmpeg without NVENC); "
+                          "use encoder libx264 or auto")
+    return encoder
 
 
 class OutputError(OSError):
@@ -86,14 +127,17 @@ def check_x264_options(crf: int | None = None, preset: str | None = None) -> tup
 class VideoWriter:
     """Encode RGB uint8 frames (H, W, 3) at 25 fps, with the audio of `audio_path` muxed in.
 
-    `crf` and `preset` are libx264's (None: DEFAULT_CRF, DEFAULT_PRESET). Use it as a context
-    manager, or end it with `close()` or `abort()`: either stops the encoder thread."""
+    `crf` (None: DEFAULT_CRF) is the quality number of either encoder, `preset` (None:
+    DEFAULT_PRESET) libx264's; `encoder` is "auto", "libx264" or "h264_nvenc" (see the module
+    docstring; `self.encoder` says which one runs). Use it as a context manager, or end it with
+    `close()` or `abort()`: either stops the encoder thread."""
 
     def __init__(self, path: str | Path, width: int, height: int, audio_path: str | Path | None = None,
-                 crf: int | None = None, preset: str | None = None, codec: str = "libx264",
+                 crf: int | None = None, preset: str | None = None, encoder: str = "auto",
                  queued_frames: int = QUEUED_FRAMES) -> None:
         self.path = check_writable(path)
         crf, preset = check_x264_options(crf, preset)
+        self.encoder = resolve_encoder(encoder)
         if width % 2 or height % 2:
             raise ValueError(f"{self.path}: yuv420p needs even frame sizes, got {width}x{height}")
         self.width, self.height = width, height
@@ -109,14 +153,17 @@ class VideoWriter:
         self._tmp = Path(tmp)
         try:
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
-            self._video = self._container.add_stream(codec, rate=FPS)
+            self._video = self._container.add_stream(self.encoder, rate=FPS)
             self._video.width, self._video.height = width, height
             self._video.pix_fmt = "yuv420p"
-            # threads=0: x264 picks frame threads for the cores it has. PyAV asks codecs for slice
-            # threads unless told otherwise; x264's frame threads (ffmpeg's choice, as in the
-            # reference) compress better and scale further across cores.
-            self._video.options = {"crf": str(crf), "preset": preset, "threads": "0"}
-            self._video.codec_context.thread_type = "FRAME"
+            if self.encoder == "libx264":
+                # threads=0: x264 picks frame threads for the cores it has. PyAV asks codecs for
+                # slice threads unless told otherwise; x264's frame threads (ffmpeg's choice, as in
+                # the reference) compress better and scale further across cores.
+                self._video.options = {"crf": str(crf), "preset": preset, "threads": "0"}
+                self._video.codec_context.thread_type = "FRAME"
+            else:
+                self._video.options = {"rc": "vbr", "cq": str(crf), "b": "0", "preset": NVENC_PRESET}
             self._video.codec_context.time_base = Fraction(1, FPS)
             self._audio_source = av.open(str(audio_path)) if audio_path is not None else None
             self._audio = self._add_audio_stream() if self._audio_source is not None else None
