@@ -28,6 +28,7 @@ from ditto_fast.stages.audio import DEFAULT_CHUNKSIZE, chunk_features, online_ch
 from ditto_fast.stages.condition import AUDIO_FEATURE_DIM, ConditionHandler
 from ditto_fast.stages.motion import (
     CLIP_SHAPE,
+    MOTION_DIM,
     MOTION_LAYOUT,
     Audio2Motion,
     Audio2MotionOptions,
@@ -247,11 +248,11 @@ def test_reset_returns_to_the_post_warmup_state() -> None:
     np.testing.assert_array_equal(motion_dict_to_vector(driver.d0), motion_dict_to_vector(fresh.d0))
 
 
-def test_push_and_end_return_frame_dicts() -> None:
+def test_push_and_end_return_motion_rows() -> None:
     driver = _driver(75)
-    frames = driver.push(np.zeros((10, AUDIO_FEATURE_DIM), np.float32)) + driver.end()
-    assert len(frames) == driver.output_frame_count(10) == 15
-    assert all(frame["exp"].shape == (1, 63) and frame["scale"].shape == (1, 1) for frame in frames)
+    frames = np.concatenate([driver.push_motion(np.zeros((10, AUDIO_FEATURE_DIM), np.float32)),
+                             driver.end_motion()])
+    assert frames.shape == (driver.output_frame_count(10), MOTION_DIM) == (15, MOTION_DIM)
     assert set(driver.d0) == {key for key, _ in MOTION_LAYOUT}
 
 
@@ -268,12 +269,12 @@ def test_invalid_setups_and_calls_raise() -> None:
         OnlineAudio2Motion(online, handler, np.zeros((71, AUDIO_FEATURE_DIM), np.float32))
     driver = _driver(70)
     with pytest.raises(ValueError, match=r"features must have shape \(k, 1024\)"):
-        driver.push(np.zeros((5, 1000), np.float32))
-    driver.end()
+        driver.push_motion(np.zeros((5, 1000), np.float32))
+    driver.end_motion()
     with pytest.raises(RuntimeError, match="stream has ended"):
-        driver.push(np.zeros((5, AUDIO_FEATURE_DIM), np.float32))
+        driver.push_motion(np.zeros((5, AUDIO_FEATURE_DIM), np.float32))
     with pytest.raises(RuntimeError, match="stream has ended"):
-        driver.end()
+        driver.end_motion()
     with pytest.raises(ValueError, match="num_features must be ≥ 0"):
         driver.output_frame_count(-1)
 

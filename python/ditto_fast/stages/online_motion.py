@@ -54,11 +54,11 @@ def silence_warmup_features(hubert: Network, overlap: int) -> np.ndarray:
 class OnlineAudio2Motion:
     """Feeds streamed audio features through the LMDM clip loop and returns motion as it is final.
 
-    Use: `push(features)` for every chunk of features (any number of rows), then `end()` once;
-    both return the x_d_info dicts emitted by the clips that became runnable. `d0` holds the
+    Use: `push_motion(features)` for every chunk of features (any number of rows), then
+    `end_motion()` once; both return the frames emitted by the clips that became runnable, as
+    (n, 265) motion vectors before the optional v_min/v_max clamp (`a2m.clamp`). `d0` holds the
     motion dict of frame 0 of the first clip once that clip has run (hand it to
-    `MotionStitch.set_d0`). `push_motion`/`end_motion` return the same frames as raw (n, 265)
-    vectors, before the optional v_min/v_max clamp.
+    `MotionStitch.set_d0`).
 
     Unlike the reference, which holds features back until V new ones have queued, a clip runs
     as soon as its window is complete. That never changes a window or a result; it only makes
@@ -140,16 +140,8 @@ class OnlineAudio2Motion:
         self.d0: dict[str, np.ndarray] | None = None
         self.frames_emitted = 0
 
-    def push(self, features: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Add (k, 1024) real feature frames; returns the x_d_info dicts emitted as a result."""
-        return self.a2m.to_frame_dicts(self.push_motion(features))
-
-    def end(self) -> list[dict[str, np.ndarray]]:
-        """End of stream: run the padded final clip; returns the remaining x_d_info dicts."""
-        return self.a2m.to_frame_dicts(self.end_motion())
-
     def push_motion(self, features: np.ndarray) -> np.ndarray:
-        """`push`, returning the emitted frames as (n, 265) motion vectors."""
+        """Add (k, 1024) real feature frames; returns the frames emitted as a result."""
         self._check_open("push")
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != AUDIO_FEATURE_DIM:
@@ -159,7 +151,7 @@ class OnlineAudio2Motion:
         return self._run_clips(at_end=False)
 
     def end_motion(self) -> np.ndarray:
-        """`end`, returning the emitted frames as (n, 265) motion vectors."""
+        """End of stream: run the padded final clip; returns the remaining frames."""
         self._check_open("end")
         self._ended = True
         return self._run_clips(at_end=True)
