@@ -121,7 +121,9 @@ frame: (H, W, 3) uint8; render: (S, S', 3) float32 in [0, 255], or the decoder's
 clip(render, 0, 1) * 255, the reference's conversion, with the same bytes; mask: (S, S') float32;
 m_c2o: (2, 3) or (3, 3) crop->frame matrix. All C-contiguous; the binding copies none of them.
 out: None (a new array), `frame` itself (in place), or a (H, W, 3) uint8 buffer sharing no
-memory with the inputs. threads: rows are shared among this many threads, 0: one per core.
+memory with the inputs. threads: rows are shared among this many threads, 0 (or more than the
+cores this process may use): one per such core; the calling thread works too, with workers of a
+pool that all calls share and that starts them once. Safe to call from several threads at once.
 Returns `out`.)doc");
 }
 

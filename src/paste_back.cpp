@@ -1,14 +1,14 @@
 #include "paste_back.hpp"
 
+#include "thread_pool.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <memory>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -503,21 +503,18 @@ void paste_back(const std::uint8_t* frame, std::uint8_t* out, int height, int wi
     PasteCall call(frame, out, height, width, source, crop_to_frame);
     const int tasks = call.tasks();
     if (tasks == 0) return;  // in place, and the crop lands outside the frame
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    const unsigned workers = std::min<unsigned>(threads, tasks);
-    // Allocated before any thread starts: a failed allocation must not leave threads running.
-    std::vector<RowScratch> scratch(workers, RowScratch(call.window_columns()));
-    std::vector<std::thread> pool;
-    pool.reserve(workers - 1);
-    for (unsigned i = 1; i < workers; ++i) {
-        try {
-            pool.emplace_back(&PasteCall::run, &call, std::ref(scratch[i]));
-        } catch (const std::system_error&) {
-            break;  // no more threads to be had: the work left goes to the threads already running
-        }
-    }
-    call.run(scratch[0]);
-    for (std::thread& t : pool) t.join();
+    // Capped at the cores: more threads cannot speed up this CPU-bound work, and the shared
+    // pool keeps every worker it starts.
+    const unsigned cores = available_cores();
+    const unsigned shares = std::min({threads == 0 ? cores : threads, cores, static_cast<unsigned>(tasks)});
+    // One per share, allocated before any runs: a share's rows reuse it.
+    std::vector<RowScratch> scratch(shares, RowScratch(call.window_columns()));
+    // One pool for every thread count: it grows to the most threads any call has asked for (at
+    // most the cores, less the calling thread, which takes a share itself), and a call asking
+    // for fewer has only that many shares to hand out.
+    ThreadPool& pool = shared_thread_pool();
+    pool.reserve(shares - 1);
+    pool.run(shares, [&call, &scratch](unsigned share) { call.run(scratch[share]); });
 }
 
 }  // namespace ditto

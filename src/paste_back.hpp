@@ -65,8 +65,10 @@ FrameWindow crop_footprint(const Affine2x3& crop_to_frame, int crop_height, int 
 // Pastes `source` through `crop_to_frame` into a height x width x 3 uint8 frame. `out` may be
 // `frame` itself (in place: only the footprint window is written) or a separate buffer of the
 // same shape that must not overlap it (every pixel is written: the frame's outside the window).
-// Rows are shared among `threads` threads (0: std::thread::hardware_concurrency()); the result
-// does not depend on the thread count. crop_to_frame must be finite.
+// Rows are shared among `threads` threads, the calling one and workers of the process's shared
+// pool (thread_pool.hpp); 0, or more than the cores this process may use, means one per such
+// core. The result does not depend on the thread count. Safe to call from several threads at
+// once. crop_to_frame must be finite.
 void paste_back(const std::uint8_t* frame, std::uint8_t* out, int height, int width,
                 const PasteSource& source, const Affine2x3& crop_to_frame, unsigned threads = 0);
 
