@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 
 from ditto_fast.backends.onnxruntime import OnnxRuntimeNetwork  # noqa: E402
 from ditto_fast.backends.torch import TorchNetwork  # noqa: E402
-from ditto_fast.export import ONNX_NAMES, export_network  # noqa: E402
 from ditto_fast.stages.motion import DDIMSampler, GaussianNoise  # noqa: E402
-from ditto_fast.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
+from ditto_fast.tools.export import ONNX_NAMES, export_network  # noqa: E402
+from ditto_fast.tools.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
 
 STEPS = 50
 ROUNDS = 2  # a full-size clip takes seconds; the whole suite stays under 3 minutes

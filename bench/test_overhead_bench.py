@@ -1,6 +1,6 @@
 """Per-frame cost of the render loop around the networks: ours against the reference's structure.
 
-The networks are zero-cost doubles (`ditto_fast.benchmark_doubles`) and frames are dropped instead
+The networks are zero-cost doubles (`ditto_fast.tools.benchmark_doubles`) and frames are dropped instead
 of encoded, so what is left is the pipeline's own work: motion stitch, the decoder output's
 conversion to an HWC image in [0, 255], paste-back into the full frame, and the handoff of the frame
 to the consumer. The driving motion is generated before the timer for both.
@@ -30,15 +30,17 @@ import pytest
 from test_paste_bench import _reference_paste
 
 from ditto_fast._core import FrameRing
+from ditto_fast.avatar import Avatar
 from ditto_fast.backends.base import Network
-from ditto_fast.benchmark_doubles import still_avatar, zero_cost_networks
-from ditto_fast.engine.offline import DEFAULT_RING_SLOTS, FrameRenderer, motion_frames
+from ditto_fast.engine.motion_setup import motion_setup
+from ditto_fast.engine.offline import DEFAULT_RING_SLOTS
+from ditto_fast.ops.paste_back import paste_mask
 from ditto_fast.options import RenderOptions
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.pipeline.frames import FrameRenderer
+from ditto_fast.stages.frame_index import mirror_index
 from ditto_fast.stages.motion import motion_dict_to_vector
-from ditto_fast.stages.paste import paste_mask
-from ditto_fast.stages.source import mirror_index
 from ditto_fast.stages.stitch import MotionStitch
+from ditto_fast.tools.benchmark_doubles import still_avatar, zero_cost_networks
 
 SIZES = {"1432": (1432, 1432), "1080p": (1080, 1920)}
 FRAMES = 50  # 2 s at 25 frames/s
@@ -52,7 +54,8 @@ def scene(request: pytest.FixtureRequest) -> tuple[str, dict[str, Network], Avat
     """(size name, networks, avatar, the driving motion of every frame)."""
     networks, avatar = zero_cost_networks(), still_avatar(*SIZES[request.param])
     features = np.zeros((FRAMES, 1024), np.float32)  # HuBERT features; the doubles ignore their values
-    return request.param, networks, avatar, motion_frames(networks, avatar, features, OPTIONS)
+    condition, a2m = motion_setup(networks, avatar, OPTIONS)
+    return request.param, networks, avatar, a2m.to_frame_dicts(a2m.generate_offline(condition(features, 0)))
 
 
 def _cpu_timed(work: Callable[..., None], cpu_seconds: list[float]) -> Callable[..., None]:
@@ -79,7 +82,8 @@ def _render_through_ring(renderer: FrameRenderer, motion: np.ndarray, ring: Fram
     """The engine's frame stage on its own thread, the consumer here, joined by the ring (as in RenderJob)."""
     def produce() -> None:
         try:
-            renderer.render_clip_into(ring, 0, motion)
+            with renderer.writer(ring) as writer:
+                renderer.render_block(writer, 0, motion)
         finally:
             ring.close()  # committed frames are still handed out; an early stop fails take() below
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ditto_fast._core import paste_back
-from ditto_fast.stages.paste import PASTE_SIZE, paste_mask
+from ditto_fast.ops.paste_back import PASTE_SIZE, paste_mask
 
 SIZES = {"1432": (1432, 1432), "1080p": (1080, 1920)}
 FACE_SHARE = 0.45  # crop side / the frame's shorter side

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ditto_fast import Renderer
-from ditto_fast.demo import demo_speech, write_demo_inputs
+from ditto_fast.tools.demo import demo_speech, write_demo_inputs
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 SECONDS = 4.0

@@ -1,4 +1,4 @@
-"""One benchmark per pipeline stage, on the workloads `ditto-fast bench` times (ditto_fast.benchmark).
+"""One benchmark per pipeline stage, on the workloads `ditto-fast bench` times (ditto_fast.tools.benchmark).
 
 The checkpoint tree is checkpoints/synthetic-tiny unless DITTO_FAST_BENCH_CHECKPOINTS names
 another (a full-size tree from `ditto-fast synth --size full` gives the real networks' cost).
@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 
-from ditto_fast.benchmark import STAGES, BenchSettings, StageResult, Timing, Workbench
+from ditto_fast.tools.benchmark import STAGES, BenchSettings, StageResult, Timing, Workbench
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 CHECKPOINTS = pathlib.Path(os.environ.get("DITTO_FAST_BENCH_CHECKPOINTS", TINY))

@@ -9,13 +9,24 @@ returns x0 itself.
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from ditto_fast.diffusion_schedule import DdimTables
-
 from ._launch import launch_device
+
+
+class DdimTables(Protocol):
+    """The sampler's per-step tables (ditto_fast.diffusion_schedule.DdimTables has this shape)."""
+
+    time_pairs: np.ndarray  # (S, 2) int64
+    alpha_next_sqrt: np.ndarray  # (S-1,) float32
+    sigma: np.ndarray
+    c: np.ndarray
+
 
 # A (1, 80, 265) clip is 21,200 floats: 21 programs of 1024, 8 per thread over 4 warps (two 16-byte
 # loads per tensor a thread). The step is a few microseconds of launch latency either way; the

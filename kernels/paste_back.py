@@ -1,13 +1,14 @@
 """Fused paste-back (DITTO_SPEC §5.14, §6 "Paste-back"): decoder output → ×255 → inverse-affine
 bilinear sample → mask blend → uint8, in one pass over the frame.
 
-Per frame pixel, as the reference's two ``cv2.warpAffine`` calls and its blend (stages/paste.py):
+Per frame pixel, as the reference's two ``cv2.warpAffine`` calls and its blend:
     face  = Σ w·clip(render, 0, 1)·255 and mask_w = clip(Σ w·mask, 0, 1) over the 2×2 source taps
             (zero outside the source) at M⁻¹·(x, y), M = m_c2o,
     out   = uint8(clip(mask_w·face + (1 − mask_w)·frame, 0, 255))  (truncated).
 The sample positions follow OpenCV 4.x's fixed-point rule (1/32 px cells, tabulated weights): the
-host computes the per-row and per-column integer parts in float64 (gpu/paste_geometry.py, shared
-with the torch version in gpu/paste.py) and the kernel only adds and shifts them. The float sums
+caller computes the per-row and per-column integer parts in float64 (ditto_fast.ops.paste_geometry,
+shared with the torch version) and the kernel only adds and shifts them. This module imports
+nothing from the package: it is a leaf that takes its geometry as tensors. The float sums
 run in OpenCV's order with fused multiply-adds disabled (for sm_90 the kernel compiles to
 mul.rn/add.rn, no fma, and a truncating cvt.rzi), so every operation is the reference's IEEE
 float32 operation. In Triton's interpreter the output is byte-identical to tests/paste_reference.py
@@ -17,20 +18,9 @@ compiler had reassociated a sum (the tests allow ±1 there on at most 0.1 % of t
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
-
-from ditto_fast.gpu.paste_geometry import (
-    AB_BITS,
-    INTER_BITS,
-    FrameWindow,
-    affine_2x3,
-    crop_footprint,
-    fixed_point_parts,
-)
-from ditto_fast.gpu.resident import upload
 
 from ._launch import launch_device
 
@@ -120,7 +110,7 @@ def _check_inputs(frame: torch.Tensor, render: torch.Tensor, mask: torch.Tensor,
     if mask.dtype != torch.float32 or mask.shape != render.shape[2:]:
         raise ValueError(f"paste-back: mask must be float32 of the render's size {tuple(render.shape[2:])}, "
                          f"got {tuple(mask.shape)} {mask.dtype}")
-    if out is None or out is frame:
+    if out is frame:
         return
     if out.dtype != torch.uint8 or out.shape != frame.shape:
         raise ValueError(f"paste-back: out must be uint8 of the frame's shape {tuple(frame.shape)}, "
@@ -131,39 +121,31 @@ def _check_inputs(frame: torch.Tensor, render: torch.Tensor, mask: torch.Tensor,
         raise ValueError("paste-back: out must be the frame itself or memory apart from it")
 
 
-def paste_back(frame: torch.Tensor, render: torch.Tensor, mask: torch.Tensor, m_c2o: np.ndarray,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+def paste_back_window(frame: torch.Tensor, render: torch.Tensor, mask: torch.Tensor, out: torch.Tensor,
+                      window: tuple[int, int, int, int], cols: torch.Tensor, rows: torch.Tensor, *,
+                      shift: int, inter_bits: int) -> torch.Tensor:
     """Blend the decoder output `render` (1, 3, S, S') in [0, 1] (fp16 or fp32) into `frame` (H, W, 3)
-    uint8 under `mask` (S, S') float32 (e.g. ``stages.paste.paste_mask()``), through the crop→frame
-    matrix `m_c2o` ((2, 3) or (3, 3), host array) → the (H, W, 3) uint8 result.
-
-    `out`: None (a new tensor), `frame` itself (in place: only the crop's footprint window is
-    touched), or a separate (H, W, 3) uint8 tensor that receives every pixel (e.g. a ring slot).
-    """
-    m = affine_2x3(m_c2o)
+    uint8 under `mask` (S, S') float32 over the frame rectangle `window` = (x0, y0, x1, y1), writing
+    `out` there: `frame` itself (in place) or a separate (H, W, 3) uint8 tensor (e.g. a ring slot's
+    device twin). `cols` (2, x1 − x0) and `rows` (2, y1 − y0) int64 are OpenCV's fixed-point position
+    parts over the window; a pixel's source cell is (rows + cols) >> `shift`, its source pixel that
+    >> `inter_bits`. Returns `out`."""
     _check_inputs(frame, render, mask, out)
-    tensors = {"frame": frame, "render": render, "mask": mask} | ({} if out is None else {"out": out})
-    device = launch_device("paste-back", _paste_back_kernel, tensors)
-    in_place = out is frame
-    if in_place and not frame.is_contiguous():
-        raise ValueError("paste-back: a frame pasted in place must be C-contiguous")
-    frame = frame.contiguous()
-    out = torch.empty_like(frame) if out is None else out
-
-    frame_shape = tuple(frame.shape[:2])
-    # Out of place every pixel is written (outside the footprint the kernel's blend reproduces the
-    # frame exactly: the mask samples 0), which costs one pass instead of a copy and then a pass.
-    window = crop_footprint(m, tuple(render.shape[2:]), frame_shape) if in_place \
-        else FrameWindow(0, 0, frame_shape[1], frame_shape[0])
-    if window.empty:
+    launch_device("paste-back", _paste_back_kernel, {"frame": frame, "render": render, "mask": mask, "out": out,
+                                                    "cols": cols, "rows": rows})
+    if not frame.is_contiguous():
+        raise ValueError("paste-back: the frame must be C-contiguous")
+    x0, y0, x1, y1 = window
+    width, height = x1 - x0, y1 - y0
+    if width <= 0 or height <= 0:
         return out
-    # Uploaded without waiting for the device (pinned, asynchronous): the host runs ahead of the GPU.
-    cols, rows = (upload(part, device) for part in fixed_point_parts(m, window))
-    width, height = window.x1 - window.x0, window.y1 - window.y0
+    if tuple(cols.shape) != (2, width) or tuple(rows.shape) != (2, height):
+        raise ValueError(f"paste-back: a {width}x{height} window needs cols (2, {width}) and rows (2, {height}), "
+                         f"got {tuple(cols.shape)} and {tuple(rows.shape)}")
     launch_grid = (triton.cdiv(width, BLOCK_X), triton.cdiv(height, BLOCK_Y))
     _paste_back_kernel[launch_grid](
         frame, out, render.contiguous(), mask.contiguous(), cols, rows,
-        frame_shape[1], window.x0, window.y0, width, height, render.shape[2], render.shape[3],
-        AB_TO_CELLS=AB_BITS - INTER_BITS, INTER_BITS=INTER_BITS, BLOCK_Y=BLOCK_Y, BLOCK_X=BLOCK_X,
+        frame.shape[1], x0, y0, width, height, render.shape[2], render.shape[3],
+        AB_TO_CELLS=shift, INTER_BITS=inter_bits, BLOCK_Y=BLOCK_Y, BLOCK_X=BLOCK_X,
         num_warps=NUM_WARPS, enable_fp_fusion=False)  # the reference's float32 sums have no FMAs
     return out

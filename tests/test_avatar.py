@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ditto_fast.stages.avatar import MOTION_INFO_SHAPES, Avatar, AvatarFileError
+from ditto_fast.avatar import MOTION_INFO_SHAPES, Avatar, AvatarFileError
 
 
 def make_avatar(frames: int = 1, seed: int = 0) -> Avatar:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -63,6 +65,12 @@ def test_session_options_are_deliberate():
     options = session_options(threads=3)
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     assert options.enable_cpu_mem_arena and options.enable_mem_pattern
+
+
+def test_session_threads_are_the_thread_budget():
+    assert session_options().intra_op_num_threads == len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match="^threads must be"):
+        session_options(threads=-2)
 
 
 def test_cuda_without_the_provider_says_what_to_install(tmp_path):

@@ -92,10 +92,10 @@ def test_engine_tensors_are_checked_and_ordered(monkeypatch, tmp_path):
     backend = load_backend(monkeypatch, fake_tensorrt({b"lmdm": LMDM_TENSORS}))
     path = tmp_path / "lmdm_v0.4_hubert_fp32.engine"
     path.write_bytes(b"lmdm")
-    net = backend.TensorRTNetwork("lmdm", path, stream=object())
+    net = backend.TensorRTNetwork("lmdm", path)
     assert [t.name for t in net.outputs] == ["pred_noise", "x_start"]
     assert {t.name: t.dtype for t in net.inputs}["time_cond"] == "int64"  # int32 engine accepted
-    assert net._engine_dtypes["time_cond"] == "int32"  # and cast to at the boundary
+    assert net.engine_dtypes["time_cond"] == "int32"  # and cast to at the boundary
 
 
 def test_misshapen_engine_names_the_tensor(monkeypatch, tmp_path):
@@ -105,7 +105,7 @@ def test_misshapen_engine_names_the_tensor(monkeypatch, tmp_path):
     path = tmp_path / "decoder_fp16.engine"
     path.write_bytes(b"dec")
     with pytest.raises(ContractError, match="decoder input 'feature' is \\[1, 256, 32, 32\\]"):
-        backend.TensorRTNetwork("decoder", path, stream=object())
+        backend.TensorRTNetwork("decoder", path)
 
 
 def test_undeserialisable_engine_says_to_rebuild(monkeypatch, tmp_path):
@@ -113,6 +113,6 @@ def test_undeserialisable_engine_says_to_rebuild(monkeypatch, tmp_path):
     path = tmp_path / "decoder_fp16.engine"
     path.write_bytes(b"built by TensorRT 8.6")
     with pytest.raises(ValueError, match="cannot deserialise .*rebuild it from the ONNX file with TensorRT 10.99-fake"):
-        backend.TensorRTNetwork("decoder", path, stream=object())
+        backend.TensorRTNetwork("decoder", path)
     with pytest.raises(FileNotFoundError, match="engine of decoder is missing"):
-        backend.TensorRTNetwork("decoder", tmp_path / "none.engine", stream=object())
+        backend.TensorRTNetwork("decoder", tmp_path / "none.engine")

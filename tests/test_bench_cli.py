@@ -14,7 +14,8 @@ import statistics
 
 import pytest
 
-from ditto_fast.benchmark import (
+from ditto_fast.cli import main
+from ditto_fast.tools.benchmark import (
     QUICK_SETTINGS,
     RECORD_FORMAT,
     STAGES,
@@ -25,7 +26,6 @@ from ditto_fast.benchmark import (
     select_stages,
     speed_ratios,
 )
-from ditto_fast.cli import main
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 PER_FRAME_STAGES = {"audio", "lmdm", "stitch", "warp", "decode", "paste", "encode", "offline"}

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from ditto_fast.backends.base import Network
-from ditto_fast.benchmark_doubles import (
+from ditto_fast.contract import MODELS, check_model, hubert_frames
+from ditto_fast.engine.offline import RenderJob
+from ditto_fast.ops.paste_back import PASTE_SIZE, PasteBack, render_to_hwc
+from ditto_fast.options import RenderOptions
+from ditto_fast.tools.benchmark_doubles import (
     RENDER_NETWORKS,
     crop_to_frame,
     still_avatar,
     zero_cost_networks,
 )
-from ditto_fast.contract import MODELS, check_model, hubert_frames
-from ditto_fast.engine.offline import RenderJob
-from ditto_fast.options import RenderOptions
-from ditto_fast.stages.paste import PASTE_SIZE, PasteBack, render_to_hwc
 
 HUBERT_SAMPLES = 6480  # one offline HuBERT window
 

@@ -9,8 +9,8 @@ from test_stage_writer import SUBME_OF_PRESET, x264_settings
 
 from ditto_fast import Renderer
 from ditto_fast.cli import build_parser, main
-from ditto_fast.demo import write_demo_inputs
 from ditto_fast.stages.writer import DEFAULT_CRF, DEFAULT_PRESET
+from ditto_fast.tools.demo import write_demo_inputs
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 

@@ -11,8 +11,8 @@ import pytest
 
 from ditto_fast import Renderer
 from ditto_fast.compat import StreamSDK, tree_root_for
-from ditto_fast.demo import write_demo_inputs
 from ditto_fast.stages.audio import load_audio
+from ditto_fast.tools.demo import write_demo_inputs
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 CFG = TINY / "ditto_cfg" / "v0.4_hubert_cfg_trt.pkl"

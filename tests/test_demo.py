@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ditto_fast.demo import SAMPLE_RATE, demo_portrait, demo_speech, write_demo_inputs
-from ditto_fast.synthetic import face_layout
+from ditto_fast.tools.demo import SAMPLE_RATE, demo_portrait, demo_speech, write_demo_inputs
+from ditto_fast.tools.synthetic import face_layout
 
 
 def test_portrait_features_sit_on_the_synthetic_layout():

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from ditto_fast.cli import build_parser, main
-from ditto_fast.download import PARTS, download_checkpoints
+from ditto_fast.tools.download import PARTS, download_checkpoints
 
 
 def test_arguments_and_defaults():

@@ -24,14 +24,14 @@ import pytest
 from onnx import TensorProto, helper
 
 from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError
+from ditto_fast.backends.tensorrt_plugin import KERNEL_MODULE, PLUGIN_ID, register_grid_sample_plugin
 from ditto_fast.checkpoints import file_stem, find_tree
 from ditto_fast.cli import main
 from ditto_fast.contract import MODELS
-from ditto_fast.trt_build import BuildOptions, EngineBuildError, build_engines, plan_for
-from ditto_fast.trt_build import plugin as plugin_module
-from ditto_fast.trt_build.onnx_prep import find_onnx, grid_sample_form, prepare_onnx
-from ditto_fast.trt_build.plan import GRID_SAMPLE_OPS
-from ditto_fast.trt_build.plugin import KERNEL_MODULE, PLUGIN_ID, register_grid_sample_plugin
+from ditto_fast.tools.engines import BuildOptions, EngineBuildError, build_engines, plan_for
+from ditto_fast.backends import tensorrt_plugin as plugin_module
+from ditto_fast.tools.engines.onnx_prep import find_onnx, grid_sample_form, prepare_onnx
+from ditto_fast.tools.engines.plan import GRID_SAMPLE_OPS
 
 TINY = Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 ONNX_DIR = TINY / "ditto_onnx"
@@ -237,7 +237,6 @@ def install(monkeypatch, kernel_calls):
         trt = fake_tensorrt(**kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setitem(sys.modules, "tensorrt.plugin", trt.plugin)
-        monkeypatch.setattr(plugin_module, "_registered", False)
         return trt
     return install_trt
 
@@ -474,8 +473,8 @@ def test_plugin_registration_shape_and_run(install, kernel_calls, monkeypatch):
     out = plugin["describe"](volume_desc, grid_desc, 0, 0, 0)
     assert (out.shape, out.dtype) == ((1, 32, 16, 8, 4), "float32")
     # Run on CPU tensors: the CUDA glue (stream, zero-copy views) is swapped for plain torch.
-    monkeypatch.setattr(plugin_module, "_as_torch", lambda tensor: tensor)
-    monkeypatch.setattr(plugin_module, "_on_stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(plugin_module, "torch_view", lambda tensor: tensor)
+    monkeypatch.setattr(plugin_module, "on_trt_stream", lambda stream: contextlib.nullcontext())
     generator = torch.Generator().manual_seed(0)
     volume = torch.randn(1, 3, 4, 5, 6, generator=generator)
     grid = torch.rand(1, 2, 3, 4, 3, generator=generator) * 2.2 - 1.1
@@ -508,18 +507,16 @@ def test_runtime_registers_the_plugin_before_loading_a_warp_engine(monkeypatch, 
     registered = {}
     runtime.plugin = fake_plugin_module(types.SimpleNamespace(plugins=registered))
     monkeypatch.setitem(sys.modules, "tensorrt.plugin", runtime.plugin)
-    monkeypatch.setattr(plugin_module, "_registered", False)
     backend = load_backend(monkeypatch, runtime)
     engine = tmp_path / "warp_network_fp16.engine"
     engine.write_bytes(b"warp")
-    backend.TensorRTNetwork("warp_network", engine, stream=object())
+    backend.TensorRTNetwork("warp_network", engine)
     assert set(registered) == {PLUGIN_ID}
     # Without the plugin module, an engine that fails to load says why the plugin is missing.
-    monkeypatch.setattr(plugin_module, "_registered", False)
     monkeypatch.setitem(sys.modules, "tensorrt.plugin", None)
     engine.write_bytes(b"needs the plugin")
     with pytest.raises(ValueError, match="build-engines\\); its GridSample3D plugin could not be registered"):
-        backend.TensorRTNetwork("warp_network", engine, stream=object())
+        backend.TensorRTNetwork("warp_network", engine)
 
 
 # --- the command line ----------------------------------------------------------------------

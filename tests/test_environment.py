@@ -95,4 +95,4 @@ def test_available_part_reports_its_version():
 def test_gpu_lines_are_readable():
     device = {"ordinal": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0),
               "total_memory": 85 * 2**30}
-    assert environment._format_gpu(device) == "[0] NVIDIA H100 80GB HBM3 (sm_90, 85.0 GiB)"
+    assert environment.format_gpu(device) == "[0] NVIDIA H100 80GB HBM3 (sm_90, 85.0 GiB)"

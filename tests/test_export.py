@@ -9,8 +9,8 @@ pytest.importorskip("torch")
 
 from ditto_fast.backends.onnx_gridsample import count_plugin_nodes  # noqa: E402
 from ditto_fast.cli import main  # noqa: E402
-from ditto_fast.export import CORE_NETWORKS, PTH_FILES, export_network  # noqa: E402
-from ditto_fast.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
+from ditto_fast.tools.export import CORE_NETWORKS, PTH_FILES, export_network  # noqa: E402
+from ditto_fast.tools.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,10 @@ def test_every_core_network_exports_and_matches_torch(tiny_pytorch_tree, tmp_pat
 
 
 def test_a_wrong_export_is_caught(tiny_pytorch_tree, tmp_path, monkeypatch):
-    import ditto_fast.export as export
+    import ditto_fast.tools.export as export
 
     # Break the exported file behind the check's back: the comparison must notice.
-    real_export = export._export
+    real_export = export.export_graph
 
     def corrupting_export(net, path, example):
         real_export(net, path, example)
@@ -51,7 +51,7 @@ def test_a_wrong_export_is_caught(tiny_pytorch_tree, tmp_path, monkeypatch):
         bias.CopyFrom(onnx.numpy_helper.from_array(raw, bias.name))
         onnx.save(model, str(path))
 
-    monkeypatch.setattr(export, "_export", corrupting_export)
+    monkeypatch.setattr(export, "export_graph", corrupting_export)
     pth = tiny_pytorch_tree / "ditto_pytorch" / PTH_FILES["stitch_network"]
     with pytest.raises(ValueError, match="exported stitch_network differs from torch"):
         export_network("stitch_network", pth, tmp_path)

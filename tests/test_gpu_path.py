@@ -1,4 +1,5 @@
-"""The device-resident torch render path (ditto_fast.gpu), exercised on the CPU.
+"""The device side of the one frame renderer (pipeline/frames.py on torch executors) and the
+runtime under it (ditto_fast.runtime), exercised on the CPU.
 
 CUDA-only parts (streams, events, graph capture, the Triton paste kernel, pinned async copies) run
 on their CPU stand-ins here; graph caching runs through a recording capture backend that calls the
@@ -18,27 +19,28 @@ from paste_reference import full_frame_paste  # noqa: E402
 
 from ditto_fast import Avatar, Renderer  # noqa: E402
 from ditto_fast._core import FrameRing  # noqa: E402
-from ditto_fast.demo import write_demo_inputs  # noqa: E402
-from ditto_fast.engine.offline import FrameRenderer  # noqa: E402
-from ditto_fast.gpu.batched_render import BatchedRenderer, StitchedFrame, stitched_frames  # noqa: E402
-from ditto_fast.gpu.graphs import GraphedFunction, default_capture  # noqa: E402
-from ditto_fast.gpu.paste import TorchPasteBack, select_paste, torch_paste_back  # noqa: E402
-from ditto_fast.gpu.paste_geometry import crop_footprint  # noqa: E402
-from ditto_fast.gpu.precision import (  # noqa: E402
+from ditto_fast.avatar import MOTION_INFO_SHAPES  # noqa: E402
+from ditto_fast.backends.torch import TorchExecutor  # noqa: E402
+from ditto_fast.models.warp import WarpingNetwork  # noqa: E402
+from ditto_fast.ops.paste_back import PasteBack, paste_mask, render_to_hwc  # noqa: E402
+from ditto_fast.ops.paste_geometry import crop_footprint  # noqa: E402
+from ditto_fast.ops.paste_torch import TorchPasteBack, torch_paste_back  # noqa: E402
+from ditto_fast.pipeline.device_source import DeviceSource  # noqa: E402
+from ditto_fast.pipeline.frames import FrameRenderer  # noqa: E402
+from ditto_fast.runtime.graphs import GraphedFunction, default_capture  # noqa: E402
+from ditto_fast.runtime.precision import (  # noqa: E402
     FP16_IN_REFERENCE,
     FP32_IN_REFERENCE,
-    DeviceNetwork,
     Precision,
     precision_for,
+    prepare_module,
+    run_under,
 )
-from ditto_fast.gpu.resident import ResidentSource, as_device_tensor, to_cupy, to_numpy  # noqa: E402
-from ditto_fast.gpu.ring_writer import RingWriter  # noqa: E402
-from ditto_fast.gpu.streams import DeviceEvent, DeviceStream  # noqa: E402
-from ditto_fast.models.warp import WarpingNetwork  # noqa: E402
-from ditto_fast.stages.avatar import MOTION_INFO_SHAPES  # noqa: E402
-from ditto_fast.stages.motion import motion_dict_to_vector, motion_vector_to_dict  # noqa: E402
-from ditto_fast.stages.paste import paste_mask, render_to_hwc  # noqa: E402
-from ditto_fast.stages.stitch import keypoint_transform  # noqa: E402
+from ditto_fast.runtime.ring_writer import DeviceRingWriter, HostRingWriter, ring_writer  # noqa: E402
+from ditto_fast.runtime.streams import DeviceEvent, DeviceStream  # noqa: E402
+from ditto_fast.runtime.transfers import as_device_tensor  # noqa: E402
+from ditto_fast.stages.motion import motion_dict_to_vector  # noqa: E402
+from ditto_fast.tools.demo import write_demo_inputs  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "checkpoints" / "synthetic-tiny"
@@ -138,12 +140,13 @@ def test_channels_last_preparation_keeps_the_results():
     inputs = small_warp_inputs()
     with torch.inference_mode():
         expected = expected_module(*inputs)
-    network = DeviceNetwork("warp_network", small_warp_network(), "cpu", Precision(channels_last=True))
-    conv3d = network.module.dense_motion_network.mask.weight
-    conv2d = network.module.third.conv.weight
+    precision = Precision(channels_last=True)
+    module = prepare_module(small_warp_network(), "cpu", precision)
+    conv3d = module.dense_motion_network.mask.weight
+    conv2d = module.third.conv.weight
     assert conv3d.is_contiguous(memory_format=torch.channels_last_3d) and not conv3d.is_contiguous()
     assert conv2d.is_contiguous(memory_format=torch.channels_last) and not conv2d.is_contiguous()
-    (result,) = network(*inputs)
+    (result,) = run_under(precision, module, *inputs)
     assert result.dtype == torch.float32
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5)
 
@@ -162,44 +165,39 @@ def test_fp16_policy_keeps_grid_sampling_fp32(monkeypatch):
         return grid_sample(volume, grid, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "grid_sample", recording_grid_sample)
-    network = DeviceNetwork("warp_network", small_warp_network(), "cpu", Precision(torch.float16))
-    (result,) = network(*inputs)
+    precision = Precision(torch.float16)
+    (result,) = run_under(precision, prepare_module(small_warp_network(), "cpu", precision), *inputs)
     assert len(grids) == 2 and all(grid == torch.float32 for _, grid in grids)
     assert grids[0][0] == torch.float16  # the compressed feature came out of an fp16 convolution
     assert result.dtype == torch.float32
     torch.testing.assert_close(result, expected, rtol=0.05, atol=0.02)
 
 
-def test_device_network_needs_a_torch_module():
-    class OnnxLike:
-        name = "decoder"
-        device = "cpu"
+# -- the source on the device ----------------------------------------------------------------------
 
-    with pytest.raises(TypeError, match="not a torch-backend network"):
-        DeviceNetwork.from_torch_network(OnnxLike())
-
-
-# -- resident source and interop -------------------------------------------------------------------
-
-def test_resident_source_holds_the_avatar_per_source_frame():
+def test_device_source_views_the_avatar_on_the_host_and_uploads_it_for_torch():
     avatar = synthetic_avatar(num_frames=2)
-    resident = ResidentSource.from_avatar(avatar, "cpu")
-    assert resident.num_frames == 2 and resident.frame_size == (96, 128) and not resident.is_image
-    assert resident.f_s.shape == (2, 32, 16, 64, 64) and resident.f_s.dtype == torch.float32
+    host = DeviceSource.from_avatar(avatar)
+    assert host.num_frames == 2 and host.frame_size == (96, 128) and host.f_s.shape == (2, 32, 16, 64, 64)
+    assert np.shares_memory(host.f_s, avatar.f_s) and np.shares_memory(host.frames, avatar.frames)
+    one = host.host_features([1])
+    assert one.shape == (1, 32, 16, 64, 64) and np.shares_memory(one, avatar.f_s)  # batch 1: a view
+    np.testing.assert_array_equal(host.host_features([1, 0]), avatar.f_s[[1, 0], 0])
+    device = DeviceSource.from_avatar(avatar, "torch", "cpu")
+    assert device.f_s.dtype == torch.float32
     for i in range(2):
-        np.testing.assert_array_equal(to_numpy(resident.f_s[i]), avatar.f_s[i, 0])
-        np.testing.assert_array_equal(to_numpy(resident.frames[i]), avatar.frames[i])
-        expected_kp = keypoint_transform(avatar.motion_info(i))[0].astype(np.float32)
-        np.testing.assert_array_equal(to_numpy(resident.kp_source[i]), expected_kp)
-    np.testing.assert_array_equal(resident.m_c2o, avatar.m_c2o)
-    np.testing.assert_array_equal(to_numpy(resident.mask), MASK)
+        np.testing.assert_array_equal(device.f_s[i].numpy(), avatar.f_s[i, 0])
+        np.testing.assert_array_equal(device.frames[i].numpy(), avatar.frames[i])
+    np.testing.assert_array_equal(device.m_c2o, avatar.m_c2o)
+    with pytest.raises(ValueError, match="array_kind must be 'numpy' or 'torch', got 'cupy'"):
+        DeviceSource.from_avatar(avatar, "cupy")
 
 
 def test_numpy_and_dlpack_arrays_become_tensors_without_a_copy_on_the_cpu():
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
     tensor = as_device_tensor(array, "cpu")
     tensor[0, 0] = 42
-    assert array[0, 0] == 42 and to_numpy(tensor)[0, 0] == 42
+    assert array[0, 0] == 42 and tensor.cpu().numpy()[0, 0] == 42
 
     class DlpackProducer:  # stands in for a CuPy array: only the DLPack protocol
         def __init__(self, tensor):
@@ -217,17 +215,6 @@ def test_numpy_and_dlpack_arrays_become_tensors_without_a_copy_on_the_cpu():
     assert source.tolist() == [1, 1, 1, 1]
     with pytest.raises(TypeError, match="neither a NumPy array nor a DLPack producer"):
         as_device_tensor([1, 2], "cpu")
-
-
-def test_to_cupy_explains_what_is_missing():
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="to_cupy needs CuPy"):
-            to_cupy(torch.zeros(2))
-    else:
-        with pytest.raises(ValueError, match="CuPy arrays live on CUDA devices"):
-            to_cupy(torch.zeros(2))
 
 
 # -- paste-back ------------------------------------------------------------------------------------
@@ -270,7 +257,10 @@ def test_paste_back_in_place_fp16_and_geometry_reuse():
     with pytest.raises(ValueError, match="mask must be float32"):
         paste(torch.from_numpy(frame), torch.from_numpy(render), torch.from_numpy(MASK.astype(np.float64)),
               PASTE_CASES["inside"])
-    assert isinstance(select_paste("cpu"), TorchPasteBack)
+    # The one paste-back entry runs the torch version on CPU tensors and the C++ kernel on arrays.
+    on_tensors = PasteBack()(torch.from_numpy(frame), torch.from_numpy(render), PASTE_CASES["inside"])
+    on_arrays = PasteBack()(frame, render.astype(np.float32), PASTE_CASES["inside"])
+    assert np.abs(on_tensors.numpy().astype(int) - on_arrays).max() <= 1
 
 
 # -- streams and graphs ----------------------------------------------------------------------------
@@ -336,26 +326,62 @@ def test_graphs_are_eager_without_a_capture_backend():
         GraphedFunction(lambda x: x, RecordingCapture())([1.0])
 
 
-# -- ring writer -----------------------------------------------------------------------------------
+# -- ring writers ----------------------------------------------------------------------------------
 
-def test_ring_writer_commits_frames_in_order():
+def test_device_ring_writer_copies_reuses_its_buffers_and_commits_in_order():
     ring = FrameRing(4, 6, 5, 3, pinned=False)
-    frames = [torch.full((6, 5, 3), 10 * i, dtype=torch.uint8) for i in range(3)]
-    with RingWriter(ring, "cpu") as writer:
-        for index, frame in enumerate(frames):
-            writer.write(index, frame)
-        with pytest.raises(ValueError, match=r"frame 9 is \(6, 5\) torch.uint8; the ring holds \(6, 5, 3\)"):
-            writer.write(9, frames[0][..., 0])
-    for got, sent in zip(take_frames(ring, 3), frames):
-        np.testing.assert_array_equal(got, sent.numpy())
+    committed = []
+    with DeviceRingWriter(ring, "cpu", max_in_flight=2, committed=committed.append) as writer:
+        buffers = []
+        for index in range(3):
+            with writer.frame(index) as out:
+                assert tuple(out.shape) == (6, 5, 3) and out.dtype == torch.uint8
+                out.fill_(10 * index)
+                buffers.append(out.data_ptr())
+        with pytest.raises(RuntimeError, match="exploded"), writer.frame(3):
+            raise RuntimeError("exploded")  # its buffer is given back, nothing is committed
+    assert committed == [0, 1, 2]
+    assert len(set(buffers)) < 3  # a buffer whose copy landed is reused, not reallocated
+    for index, got in enumerate(take_frames(ring, 3)):
+        assert (got == 10 * index).all()
     assert ring.counts()["free"] == 4
-    assert RingWriter(FrameRing(2, 6, 5, 3, pinned=False), "cpu", max_in_flight=8).max_in_flight == 1
+    assert DeviceRingWriter(FrameRing(2, 6, 5, 3, pinned=False), "cpu", max_in_flight=8).max_in_flight == 1
 
 
-# -- the batched render path -----------------------------------------------------------------------
+def test_host_ring_writer_hands_out_the_slot_itself():
+    ring = FrameRing(2, 6, 5, 3, pinned=False)
+    committed = []
+    writer = ring_writer(ring, "numpy", committed=committed.append)
+    assert isinstance(writer, HostRingWriter)
+    with writer.frame(0) as out:
+        out[...] = 7
+    with pytest.raises(RuntimeError, match="exploded"), writer.frame(1):
+        raise RuntimeError("exploded")
+    assert committed == [0] and (take_frames(ring, 1)[0] == 7).all()
+    assert isinstance(ring_writer(ring, "torch", "cpu"), DeviceRingWriter)
+
+
+# -- the frame renderer on torch executors ---------------------------------------------------------
+
+class ToyExecutor:
+    """A torch-kind executor of a cheap function that depends on every input and batch entry."""
+
+    array_kind = "torch"
+    device = "cpu"
+
+    def __init__(self, fn, inputs) -> None:
+        self.fn, self.input_names, self.batches = fn, inputs, []
+
+    def executor(self):
+        return self
+
+    def __call__(self, **tensors):
+        self.batches.append(int(next(iter(tensors.values())).shape[0]))
+        return self.fn(*(tensors[name] for name in self.input_names))
+
 
 def _toy_warp(f_s, kp_source, kp_driving):
-    """Depends on every input and on the batch entry; cheap. (B, 1, 64, 64)."""
+    """(B, 1, 64, 64)."""
     shift = (kp_driving - kp_source).sum(dim=(1, 2))[:, None, None, None]
     return (f_s.mean(dim=(1, 2))[:, None] + shift,)
 
@@ -365,32 +391,51 @@ def _toy_decoder(feature):
     return (torch.cat([image, 1 - image, image * image], dim=1),)
 
 
-def test_batches_gather_their_source_frames_and_graphs_change_nothing():
+def toy_networks(stitch_network):
+    return {"stitch_network": stitch_network,
+            "warp_network": ToyExecutor(_toy_warp, ("feature_3d", "kp_source", "kp_driving")),
+            "decoder": ToyExecutor(_toy_decoder, ("feature",))}
+
+
+def render_frames(networks, avatar, options, motion, **renderer_options) -> list[np.ndarray]:
+    renderer = FrameRenderer(networks, avatar, options, len(motion), **renderer_options)
+    height, width = avatar.frame_size
+    ring = FrameRing(len(motion) + 1, height, width, 3, pinned=False)
+    with renderer.writer(ring) as writer:
+        renderer.render_block(writer, 0, motion)
+    return take_frames(ring, len(motion))
+
+
+def neutral_motion(avatar: Avatar, frames: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    neutral = motion_dict_to_vector(avatar.motion_info(0))
+    return np.stack([neutral + rng.normal(0, 0.05, neutral.shape).astype(np.float32) for _ in range(frames)])
+
+
+def test_batches_and_graphs_change_nothing_and_a_short_batch_reuses_the_graph(tiny_torch_renderer):
     avatar = synthetic_avatar(num_frames=3)
-    resident = ResidentSource.from_avatar(avatar, "cpu")
-    rng = np.random.default_rng(2)
-    frames = [StitchedFrame(i, s, rng.normal(0, 0.3, (1, 21, 3)).astype(np.float32))
-              for i, s in enumerate([0, 1, 2, 2, 1])]
-    results = {}
-    for graphs in (False, True):
-        capture = RecordingCapture()
-        renderer = BatchedRenderer(_toy_warp, _toy_decoder, resident, batch_size=2, graphs=graphs, capture=capture)
-        ring = FrameRing(len(frames) + 1, 96, 128, 3, pinned=False)
-        with RingWriter(ring, "cpu") as writer:
-            renderer.render(frames, writer)
-        results[graphs] = take_frames(ring, len(frames))
-        assert len(capture.captured_shapes) == (2 if graphs else 0)  # batch sizes 2 and 1
-    for graphed, eager in zip(results[True], results[False]):
-        np.testing.assert_array_equal(graphed, eager)
-    # Each frame as one would render it alone.
-    for frame, got in zip(frames, results[False]):
-        s = frame.source
-        (feature,) = _toy_warp(resident.f_s[s:s + 1], resident.kp_source[s:s + 1], torch.from_numpy(frame.kp_driving))
-        (image,) = _toy_decoder(feature)
-        expected = torch_paste_back(resident.frames[s], image, resident.mask, avatar.m_c2o[s])
-        np.testing.assert_array_equal(got, expected.numpy())
-    with pytest.raises(ValueError, match="source frames \\[5\\] outside the source's 3 frames"):
-        renderer.render_batch([StitchedFrame(0, 5, frames[0].kp_driving)], RingWriter(ring, "cpu"))
+    options = tiny_torch_renderer.options(seed=0)
+    motion = neutral_motion(avatar, 5, seed=2)
+    stitch = tiny_torch_renderer.networks["stitch_network"]
+    alone = render_frames(toy_networks(stitch), avatar, options, motion)
+    capture = RecordingCapture()
+    networks = toy_networks(stitch)
+    graphed = render_frames(networks, avatar, options, motion, batch_size=2, capture=capture)
+    eager = render_frames(toy_networks(stitch), avatar, options, motion, batch_size=2, graphs=False)
+    # Batches 2, 2 and a last one of 1 padded to 2: one captured shape serves all three.
+    assert len(capture.captured_shapes) == 1 and capture.captured_shapes[0][0] == (2,)
+    assert networks["warp_network"].batches == [2, 2, 2, 2]  # the capture, then three replays
+    for index, (a, b, c) in enumerate(zip(alone, graphed, eager)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {index}")
+        np.testing.assert_array_equal(a, c, err_msg=f"frame {index}")
+    assert not np.array_equal(alone[0], alone[1])
+
+
+def test_warp_and_decoder_must_share_a_device(tiny_torch_renderer):
+    networks = toy_networks(tiny_torch_renderer.networks["stitch_network"])
+    networks["decoder"].device = "cuda:1"
+    with pytest.raises(ValueError, match="the warp network runs on cpu .torch., the decoder on cuda:1"):
+        FrameRenderer(networks, synthetic_avatar(), tiny_torch_renderer.options(seed=0), 2)
 
 
 @pytest.fixture(scope="module")
@@ -421,43 +466,38 @@ def video_avatar(tiny_torch_renderer, tmp_path_factory) -> Avatar:
     )
 
 
-def test_batched_render_equals_the_per_frame_renderer(tiny_torch_renderer, video_avatar):
-    """Two frames (sources 0 and 1) as one batch against FrameRenderer, torch backend (ragged
-    batches are covered by the toy networks above; these networks cost seconds per frame)."""
+class HostOnly:
+    """A network seen through the NumPy protocol alone: the frame renderer runs it on the host."""
+
+    def __init__(self, network) -> None:
+        self.network = network
+
+    def __call__(self, **arrays):
+        return self.network(**arrays)
+
+
+def test_device_path_equals_the_host_path(tiny_torch_renderer, video_avatar):
+    """The same torch networks through the host path (NumPy, C++ paste-back into the slot) and the
+    device path (torch tensors, torch paste-back, copy into the slot), at batch 1 and as one batch
+    of two (sources 0 and 1): equal within the ±1 of batched convolutions."""
     networks, avatar = tiny_torch_renderer.networks, video_avatar
     options = tiny_torch_renderer.options(seed=0)
-    rng = np.random.default_rng(4)
-    neutral = motion_dict_to_vector(avatar.motion_info(0))
-    motions = [motion_vector_to_dict(neutral + rng.normal(0, 0.05, neutral.shape).astype(np.float32))
-               for _ in range(2)]
-    height, width = avatar.frame_size
-
-    per_frame = FrameRenderer(networks, avatar, options, len(motions))
-    ring = FrameRing(len(motions) + 1, height, width, 3, pinned=False)
-    per_frame.render_clip_into(ring, 0, np.stack([motion_dict_to_vector(m) for m in motions]))
-    expected = take_frames(ring, len(motions))
-
-    batched = BatchedRenderer.from_networks(networks, avatar, batch_size=2)
-    stitch = FrameRenderer(networks, avatar, options, len(motions))
-    ring = FrameRing(len(motions) + 1, height, width, 3, pinned=False)
-    with RingWriter(ring, batched.device) as writer:
-        blocks = [np.stack([motion_dict_to_vector(m) for m in motions])]
-        batched.render(stitched_frames(stitch, blocks), writer)
-    rendered = take_frames(ring, len(motions))
-
-    for index, (got, wanted) in enumerate(zip(rendered, expected)):
-        difference = np.abs(got.astype(int) - wanted)
-        assert difference.max() <= 1, f"frame {index}: {np.count_nonzero(difference)} values differ, " \
-                                      f"up to {difference.max()}"
-    assert not np.array_equal(rendered[0], rendered[1])  # the frames do differ (sources 0 and 1)
+    motion = neutral_motion(avatar, 2, seed=4)
+    host_networks = {name: HostOnly(networks[name]) for name in ("warp_network", "decoder")}
+    host = render_frames({**host_networks, "stitch_network": networks["stitch_network"]}, avatar, options, motion)
+    for batch_size in (1, 2):
+        device = render_frames(networks, avatar, options, motion, batch_size=batch_size)
+        for index, (got, wanted) in enumerate(zip(device, host)):
+            difference = np.abs(got.astype(int) - wanted)
+            assert difference.max() <= 1, f"batch {batch_size}, frame {index}: {np.count_nonzero(difference)} " \
+                                          f"values differ, up to {difference.max()}"
+    assert not np.array_equal(host[0], host[1])  # the frames do differ (sources 0 and 1)
 
 
-def test_renderer_frame_batch_uses_the_batched_path(tmp_path):
-    """`Renderer(frame_batch=3)` renders through BatchedRenderer (a full batch, then a ragged one)
-    and gives the per-frame renderer's frames within ±1 grey level."""
-    from ditto_fast import Renderer
-    from ditto_fast.demo import demo_speech
-    from ditto_fast.gpu import batched_render
+def test_renderer_frame_batch_batches_offline_and_live(tmp_path):
+    """`Renderer(frame_batch=3)` runs warp and decoder three frames at a time (a full batch, then
+    a ragged one: no graphs off CUDA) offline and live, within ±1 of batch 1."""
+    from ditto_fast.tools.demo import demo_speech
 
     portrait, _ = write_demo_inputs(tmp_path, seconds=1.0)
     per_frame = Renderer(TINY, backend="torch")
@@ -465,14 +505,39 @@ def test_renderer_frame_batch_uses_the_batched_path(tmp_path):
     avatar = per_frame.register(portrait)
     audio = demo_speech(0.16)  # 4 frames
     batches = []
-    real = batched_render.BatchedRenderer.render_batch
+    real = TorchExecutor.__call__
+
+    def recording(self, **tensors):
+        if self.network.name == "warp_network":
+            batches.append(int(tensors["feature_3d"].shape[0]))
+        return real(self, **tensors)
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(batched_render.BatchedRenderer, "render_batch",
-                      lambda self, frames, writer: (batches.append(len(frames)), real(self, frames, writer)))
+        patch.setattr(TorchExecutor, "__call__", recording)
         got = [frame.rgb.copy() for frame in batched.render(avatar, audio, seed=0, sampling_timesteps=5)]
+        assert batches == [3, 1]
+        batches.clear()
+        with batched.stream(avatar, seed=0, sampling_timesteps=5) as stream:
+            stream.push(audio)
+            stream.end()
+            live = sum(1 for _ in stream.frames(timeout=60))
+        assert live > 0 and max(batches) == 3
     expected = [frame.rgb.copy() for frame in per_frame.render(avatar, audio, seed=0, sampling_timesteps=5)]
-    assert batches == [3, 1]
     assert len(got) == len(expected) == 4
     assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(got, expected)) <= 1
-    with pytest.raises(ValueError, match="frame_batch=2 needs the torch backend, not onnxruntime"):
-        Renderer(TINY, backend="onnxruntime", frame_batch=2)
+
+
+def test_a_batch_the_onnx_files_cannot_take_renders_one_frame_at_a_time(tmp_path, caplog):
+    """The synthetic (and official) warp ONNX has a fixed batch of one: frame_batch is capped there,
+    said in the log, and the frames are the per-frame path's, byte for byte."""
+    from ditto_fast.tools.demo import demo_speech
+
+    portrait, _ = write_demo_inputs(tmp_path, seconds=1.0)
+    one, many = Renderer(TINY), Renderer(TINY, frame_batch=2)
+    avatar = one.register(portrait)
+    audio = demo_speech(0.12)
+    with caplog.at_level("WARNING", logger="ditto_fast.pipeline.frames"):
+        got = [frame.rgb.copy() for frame in many.render(avatar, audio, seed=0, sampling_timesteps=5)]
+    assert "takes batches of 1 frames only" in caplog.text
+    expected = [frame.rgb.copy() for frame in one.render(avatar, audio, seed=0, sampling_timesteps=5)]
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)

@@ -21,10 +21,10 @@ from ditto_fast.backends.onnx_clip_sampling import HoistedLmdmFiles  # noqa: E40
 from ditto_fast.backends.onnxruntime import OnnxRuntimeNetwork  # noqa: E402
 from ditto_fast.backends.torch import TorchNetwork  # noqa: E402
 from ditto_fast.diffusion_schedule import ddim_tables  # noqa: E402
-from ditto_fast.export import ONNX_NAMES, export_network  # noqa: E402
 from ditto_fast.models.lmdm_hoisted import GuidedStepFromCache  # noqa: E402
 from ditto_fast.stages.motion import CLIP_SHAPE, DDIMSampler, GaussianNoise  # noqa: E402
-from ditto_fast.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
+from ditto_fast.tools.export import ONNX_NAMES, export_network  # noqa: E402
+from ditto_fast.tools.synthetic.torch_checkpoints import write_checkpoint  # noqa: E402
 
 FULL_LOOP = 50  # the default number of sampling steps
 TOLERANCE = 1e-5  # max |x0 hoisted − x0 plain|: only float summation order differs
@@ -180,7 +180,7 @@ def test_an_object_that_is_not_clip_sampling_is_refused():
 
 
 def test_an_export_whose_hoisted_step_is_wrong_is_caught(lmdm_pth, tmp_path, monkeypatch):
-    import ditto_fast.export as export
+    import ditto_fast.tools.export as export
 
     class ShiftedStep(GuidedStepFromCache):
         def forward(self, *inputs):

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from ditto_fast.backends.registry import NetworkSet, resolve_backend
 from ditto_fast.checkpoints import find_tree
-from ditto_fast.networks import NetworkSet, resolve_backend
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 

@@ -1,6 +1,10 @@
 """The native paste-back kernel ``ditto_fast._core.paste_back`` (src/paste_back.cpp): bit-exact to the
 reference's golden put-back and to the NumPy reference (tests/paste_reference.py) under arbitrary
-matrices, independent of the thread count, and strict about its inputs."""
+matrices, independent of the thread count, and strict about its inputs.
+
+Golden cases: every case{j} of putback.npz (golden README §5.7); compared exactly (README §4):
+case{j}_out_cython and case{j}_out_numpy. The warped mask/render are compared in test_stage_paste.py.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import pathlib
 
 import numpy as np
 import pytest
+from golden_stubs import golden_cases, load_golden
 from paste_reference import full_frame_paste
 
-from ditto_fast._core import paste_back
-from ditto_fast.stages.paste import paste_mask, render_to_hwc
+# The native kernel, through the public module that uses it (it imports it from ditto_fast._core).
+from ditto_fast.ops.paste_back import paste_back, paste_mask, render_to_hwc
 
 FRAME_SHAPE = (150, 210, 3)
 
@@ -52,21 +57,14 @@ MATRICES = {
 }
 
 
-@pytest.fixture(scope="module")
-def putback(shared_ref: pathlib.Path) -> dict[str, np.ndarray]:
-    path = shared_ref / "golden" / "putback.npz"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    with np.load(path) as golden:
-        return dict(golden)
-
-
-@pytest.mark.parametrize("case", (0, 1))
-def test_golden_putback_bit_exact(putback: dict[str, np.ndarray], case: int) -> None:
-    frame, render, m_c2o = putback["frame"], putback["render"], putback[f"case{case}_M_c2o"]
+@pytest.mark.parametrize(("path", "case"), golden_cases("putback*.npz", "case"))
+def test_golden_putback_bit_exact(path: pathlib.Path, case: int) -> None:
+    putback = load_golden(path)
+    frame, render, m_c2o = np.array(putback["frame"]), putback["render"], putback[f"case{case}_M_c2o"]
     before = frame.copy()
     out = paste_back(frame, render, paste_mask(), m_c2o)
-    np.testing.assert_array_equal(out, putback[f"case{case}_out_cython"])
+    for kind in ("cython", "numpy"):
+        np.testing.assert_array_equal(out, putback[f"case{case}_out_{kind}"], err_msg=kind)
     np.testing.assert_array_equal(frame, before)
     assert (out != frame).any()  # the face did land in the frame
     in_place = frame.copy()

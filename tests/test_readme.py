@@ -19,26 +19,42 @@ def test_python_example_runs(code, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
 
 
-def test_ci_runs_the_readme_test_command(tmp_path):
-    # .ci/run pulls the command out of the README; run that extraction on a copy whose command
-    # is harmless, and check what it would execute.
-    marker = "<!-- test-command -->"
-    assert marker in README
+def _ci_copy(tmp_path: pathlib.Path, main_command: str, test_command: str) -> subprocess.CompletedProcess:
+    """Run .ci/run in a git repository whose README holds harmless commands (CI clones it for the
+    first run, in a fresh virtual environment)."""
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
     (tmp_path / "README.md").write_text(
-        README.split(marker)[0] + marker + "\n```bash\necho ran-from-readme\n```\n"
-    )
-    result = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True,
-                            text=True, timeout=60)
+        f"<!-- main-command -->\n```bash\n{main_command}\n```\n\n"
+        f"<!-- test-command -->\n```bash\n{test_command}\n```\n")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "t"], check=True)
+    return subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=120)
+
+
+def test_the_readme_marks_both_commands():
+    for marker in ("<!-- main-command -->", "<!-- test-command -->"):
+        assert marker in README
+
+
+def test_ci_runs_the_main_job_in_a_fresh_clone_then_the_test_command(tmp_path):
+    result = _ci_copy(tmp_path, "echo made --out demo.mp4 > demo.mp4", "echo ran-from-readme")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["+ echo ran-from-readme", "ran-from-readme"]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("+ (fresh clone, fresh venv without torch) echo made")
+    assert lines[1].startswith("first run: ") and "demo.mp4" in lines[1]
+    assert lines[2:] == ["+ echo ran-from-readme", "ran-from-readme"]
+    assert not (tmp_path / "demo.mp4").exists()  # made in the clone, not here
 
 
-def test_ci_fails_when_the_command_fails(tmp_path):
-    (tmp_path / ".ci").mkdir()
-    (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
-    (tmp_path / "README.md").write_text("<!-- test-command -->\n```bash\nfalse\n```\n")
-    result = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True,
-                            timeout=60)
+def test_ci_fails_when_the_main_job_leaves_no_video(tmp_path):
+    result = _ci_copy(tmp_path, "echo nothing --out demo.mp4", "echo ran-from-readme")
+    assert result.returncode != 0 and "left no demo.mp4" in result.stderr
+    assert "ran-from-readme" not in result.stdout
+
+
+def test_ci_fails_when_the_test_command_fails(tmp_path):
+    result = _ci_copy(tmp_path, "echo made --out demo.mp4 > demo.mp4", "false")
     assert result.returncode != 0

@@ -11,10 +11,10 @@ import pytest
 
 from ditto_fast import Avatar, Renderer
 from ditto_fast.cli import main
-from ditto_fast.demo import demo_portrait, demo_speech, write_demo_inputs
 from ditto_fast.stages.audio import AudioError, frame_count, load_audio
 from ditto_fast.stages.face_detect import NoFaceError
 from ditto_fast.stages.writer import OutputError
+from ditto_fast.tools.demo import demo_portrait, demo_speech, write_demo_inputs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "checkpoints" / "synthetic-tiny"
@@ -131,9 +131,9 @@ def test_audio_arrays_work_like_files(renderer, avatar, inputs, frames):
 
 
 def test_an_error_mid_render_leaves_no_file(renderer, avatar, inputs, tmp_path, monkeypatch):
-    from ditto_fast.engine import offline
+    from ditto_fast.ops.paste_back import PasteBack
 
-    real = offline.PasteBack.__call__
+    real = PasteBack.__call__
     calls = []
 
     def failing(self, *args, **kwargs):
@@ -142,7 +142,7 @@ def test_an_error_mid_render_leaves_no_file(renderer, avatar, inputs, tmp_path, 
             raise RuntimeError("paste-back exploded")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(offline.PasteBack, "__call__", failing)
+    monkeypatch.setattr(PasteBack, "__call__", failing)
     out = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="paste-back exploded") as info:
         renderer.render_to_file(avatar, inputs[1], out, seed=0)
@@ -190,7 +190,7 @@ def test_no_face_names_the_file(renderer, inputs):
 
     silent = tuple(np.zeros(t.shape, np.float32) for t in MODELS["insightface_det"].outputs)
     blind = Renderer(TINY)
-    blind.networks._loaded["insightface_det"] = FixedOutputNetwork(silent)
+    blind.networks.replace("insightface_det", FixedOutputNetwork(silent))
     with pytest.raises(NoFaceError, match=r"portrait\.png: no face found"):
         blind.register(inputs[0])
 
@@ -232,3 +232,19 @@ def test_video_source_loops_its_frames_back_and_forth(renderer, inputs, tmp_path
     marks = [int(round(f[16:32, 16:32].mean() / 40)) for f in rendered]
     expected = [i % 6 if (i // 6) % 2 == 0 else 5 - i % 6 for i in range(len(rendered))]
     assert marks == expected
+
+
+def test_one_thread_budget_reaches_every_consumer(inputs, monkeypatch):
+    from ditto_fast.ops.paste_back import PasteBack
+
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        Renderer(TINY, threads=-1)
+    budgeted = Renderer(TINY, threads=1)
+    assert budgeted.threads == 1 and budgeted.networks.threads == 1
+    seen = []
+    real_init = PasteBack.__init__
+    monkeypatch.setattr(PasteBack, "__init__", lambda self, mask=None, threads=0: (seen.append(threads),
+                                                                                  real_init(self, mask, threads))[1])
+    rendered = sum(1 for _ in budgeted.render(budgeted.register(inputs[0]), demo_speech(0.2), seed=0,
+                                              sampling_timesteps=5))
+    assert rendered == 5 and seen == [1]

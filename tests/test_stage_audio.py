@@ -1,91 +1,128 @@
 """Audio stage: file loading (PyAV + soxr, librosa-compatible) and HuBERT feature windowing,
-checked bit-exactly against the reference golden vectors (golden README §3.1, §5.3)."""
+checked bit-exactly against the reference golden vectors (golden README §3.1, §5.3; features exact).
+
+Golden cases: hubert_stub.npz; every length of wav2feat_offline.npz and of
+wav2feat_offline_chunksize.npz; wav2feat_offline_long.npz; every case of wav2feat_online.npz.
+Compared: probe_encoding (the test's HuBERT stub, built from the file's own hubert_v1/v2, which
+must equal stub_weights.npz's); len{i}_num_f and len{i}_feat; num_f and feat; case{c}_num_f,
+case{c}_n_chunks, case{c}_chunks, case{c}_chunk_feats, n_cases (the number of cases).
+Inputs, not compared: lengths / len{i}_audio / audio / case{c}_audio / chunksize /
+case{c}_chunksize, nonzero_band_samples (where the long audio is non-zero: a description of the
+input, checked to cover frame 1615, the first window that starts a sample early), hubert_stub's
+note. Not comparable: len{i}_n_windows, which the reference run did not record (all 0); the
+HuBERT call count is checked against the 5-frames-per-call windowing instead.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
+import tracemalloc
 import wave
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from golden_stubs import HubertStub
+from golden_stubs import HubertStub, golden_cases, load_golden
 
-from ditto_fast.stages import audio
+from ditto_fast.stages import audio, audio_windows
 from ditto_fast.stages.audio import AudioError
+from ditto_fast.stages.audio_features import offline_features
+from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE, LiveWindows
+from ditto_fast.stages.hubert import HubertFeatures, features_from_hubert
 
 # --------------------------------------------------------------------------- HuBERT stub
 
 
-def _load(shared_ref: Path, name: str) -> np.lib.npyio.NpzFile:
-    return np.load(shared_ref / "golden" / name, allow_pickle=False)
-
-
 @pytest.fixture(scope="module")
-def hubert_stub(shared_ref: Path) -> HubertStub:
-    weights = _load(shared_ref, "stub_weights.npz")
+def hubert_stub() -> HubertStub:
+    weights = load_golden("stub_weights.npz")
     return HubertStub(weights["hubert_v1"], weights["hubert_v2"])
 
 
-def test_hubert_stub_matches_its_probe(shared_ref: Path, hubert_stub: HubertStub) -> None:
-    golden = _load(shared_ref, "hubert_stub.npz")
+def test_hubert_stub_matches_its_probe(hubert_stub: HubertStub) -> None:
+    golden = load_golden("hubert_stub.npz")
+    for key in ("hubert_v1", "hubert_v2"):
+        np.testing.assert_array_equal(golden[key], load_golden("stub_weights.npz")[key])
+    (encoding,) = HubertStub(golden["hubert_v1"], golden["hubert_v2"])(input_values=golden["probe_input"][None])
+    np.testing.assert_array_equal(encoding, golden["probe_encoding"])
     (encoding,) = hubert_stub(input_values=golden["probe_input"][None])
-    assert encoding.shape == (20, 1024)
     np.testing.assert_array_equal(encoding, golden["probe_encoding"])
 
 
 # ------------------------------------------------------------------------ offline golden
 
 
-def test_offline_features_match_golden_bit_exactly(shared_ref: Path, hubert_stub: HubertStub) -> None:
-    golden = _load(shared_ref, "wav2feat_offline.npz")
-    for i, length in enumerate(golden["lengths"]):
-        samples = golden[f"len{i}_audio"]
-        assert samples.shape == (length,)
-        num_f = int(golden[f"len{i}_num_f"])
-        assert audio.frame_count(length) == num_f, f"length {length}"
-        hubert_stub.calls = 0
-        features = audio.offline_features(samples, hubert_stub)
-        # The golden n_windows entries were not recorded (all 0); one HuBERT call per 5 frames.
-        assert hubert_stub.calls == math.ceil(num_f / 5), f"length {length}"
-        assert features.dtype == np.float32
-        np.testing.assert_array_equal(features, golden[f"len{i}_feat"], err_msg=f"length {length}")
+def _chunksize(golden) -> tuple[int, int, int]:
+    return tuple(int(c) for c in golden["chunksize"]) if "chunksize" in golden else DEFAULT_CHUNKSIZE
 
 
-def test_offline_features_long_audio_reproduces_window_start_quirk(shared_ref: Path, hubert_stub: HubertStub) -> None:
-    golden = _load(shared_ref, "wav2feat_offline_long.npz")
+@pytest.mark.parametrize(("path", "i"), golden_cases("wav2feat_offline*.npz", "len"))
+def test_offline_features_match_golden_bit_exactly(hubert_stub: HubertStub, path, i: int) -> None:
+    golden = load_golden(path)
+    chunksize = _chunksize(golden)
+    if "chunksize" in golden:  # a file that names its chunksize is there to try another one
+        assert chunksize != DEFAULT_CHUNKSIZE
+    samples = golden[f"len{i}_audio"]
+    length = int(golden["lengths"][i])
+    assert samples.shape == (length,)
+    expected = golden[f"len{i}_feat"]
+    num_f = int(golden[f"len{i}_num_f"]) if f"len{i}_num_f" in golden else len(expected)
+    assert audio.frame_count(length) == num_f == len(expected), f"length {length}"
+    hubert_stub.calls = 0
+    features = offline_features(HubertFeatures(hubert_stub), samples, chunksize)
+    assert hubert_stub.calls == math.ceil(num_f / chunksize[1]), f"length {length}"
+    assert features.dtype == np.float32
+    np.testing.assert_array_equal(features, expected, err_msg=f"length {length}")
+
+
+def test_offline_features_long_audio_match_golden(hubert_stub: HubertStub) -> None:
+    """Long audio whose windows include the starts that fall one sample early (README §5.3)."""
+    golden = load_golden("wav2feat_offline_long.npz")
     band_start, band_end = (int(s) for s in golden["nonzero_band_samples"])
     # The band must contain frame 1615, the first whose window starts a sample early.
     assert band_start <= 1615 * 640 < band_end
     assert audio.frame_count(golden["audio"].shape[0]) == int(golden["num_f"])
-    features = audio.offline_features(golden["audio"], hubert_stub)
+    features = offline_features(HubertFeatures(hubert_stub), golden["audio"], _chunksize(golden))
     np.testing.assert_array_equal(features, golden["feat"])
-
-
-def test_offline_features_with_other_chunksize(shared_ref: Path, hubert_stub: HubertStub) -> None:
-    golden = _load(shared_ref, "wav2feat_offline_chunksize.npz")
-    chunksize = tuple(int(c) for c in golden["chunksize"])
-    assert chunksize != audio.DEFAULT_CHUNKSIZE
-    for i, length in enumerate(golden["lengths"]):
-        expected = golden[f"len{i}_feat"]
-        features = audio.offline_features(golden[f"len{i}_audio"], hubert_stub, chunksize)
-        assert features.shape == (audio.frame_count(length), 1024)
-        np.testing.assert_array_equal(features, expected, err_msg=f"length {length}")
 
 
 # ------------------------------------------------------------------------- online golden
 
 
-def test_online_chunks_and_features_match_golden(shared_ref: Path, hubert_stub: HubertStub) -> None:
-    golden = _load(shared_ref, "wav2feat_online.npz")
-    for case in range(int(golden["n_cases"])):
-        chunksize = tuple(int(c) for c in golden[f"case{case}_chunksize"])
-        chunks = audio.online_chunks(golden[f"case{case}_audio"], chunksize)
-        assert chunks.shape[0] == int(golden[f"case{case}_n_chunks"]), f"case {case}"
-        np.testing.assert_array_equal(chunks, golden[f"case{case}_chunks"], err_msg=f"case {case}")
-        features = np.stack([audio.chunk_features(chunk, hubert_stub, chunksize) for chunk in chunks])
-        np.testing.assert_array_equal(features, golden[f"case{case}_chunk_feats"], err_msg=f"case {case}")
+def test_online_golden_names_its_cases() -> None:
+    golden = load_golden("wav2feat_online.npz")
+    assert golden.indices("case") == list(range(int(golden["n_cases"])))
+
+
+@pytest.mark.parametrize(("path", "case"), golden_cases("wav2feat_online*.npz", "case"))
+def test_online_chunks_and_features_match_golden(hubert_stub: HubertStub, path, case: int) -> None:
+    golden = load_golden(path)
+    chunksize = tuple(int(c) for c in golden[f"case{case}_chunksize"])
+    samples = golden[f"case{case}_audio"]
+    assert audio.frame_count(len(samples)) == int(golden[f"case{case}_num_f"])
+    extractor = HubertFeatures(hubert_stub)
+    chunks = np.stack(_live_windows(samples, chunksize, [len(samples)]))  # the whole audio at once, then its end
+    assert chunks.shape[0] == int(golden[f"case{case}_n_chunks"])
+    np.testing.assert_array_equal(chunks, golden[f"case{case}_chunks"])
+    features = np.stack([extractor.chunk(chunk, chunksize) for chunk in chunks])
+    np.testing.assert_array_equal(features, golden[f"case{case}_chunk_feats"])
+    # However the live audio is split into pushes, the same windows come out.
+    for pieces in ([1], [777, 3, 6480, 3199]):
+        np.testing.assert_array_equal(np.stack(_live_windows(samples, chunksize, pieces)), chunks,
+                                      err_msg=f"pushes of {pieces} samples")
+
+
+def _live_windows(samples: np.ndarray, chunksize, pieces: list[int]) -> list[np.ndarray]:
+    """`samples` pushed into a fresh `LiveWindows` in pieces of the given sizes (cycled), then flushed."""
+    cutter = LiveWindows(chunksize, HubertFeatures.window_extra_samples)
+    windows, start, sizes = [], 0, itertools.cycle(pieces)
+    while start < len(samples):
+        size = next(sizes)
+        windows += cutter.push(samples[start:start + size])
+        start += size
+    return windows + cutter.flush()
 
 
 # ------------------------------------------------------------ geometry (no golden needed)
@@ -111,15 +148,16 @@ def test_frame_count_reproduces_double_rounding(num_samples: int, expected: int)
 
 
 def test_window_length() -> None:
-    assert audio.window_length((3, 5, 2)) == 6480
-    assert audio.window_length((2, 4, 1)) == 4560
+    assert audio_windows.window_length((3, 5, 2), HubertFeatures.window_extra_samples) == 6480
+    assert audio_windows.window_length((2, 4, 1), HubertFeatures.window_extra_samples) == 4560
 
 
 def test_offline_windows_start_one_sample_early_at_the_spec_frames() -> None:
     # A ramp makes every window's first value name the source sample it starts at.
     num_samples = 3235 * 640
     ramp = np.arange(num_samples, dtype=np.float32)
-    windows, num_f = audio.offline_windows(ramp)
+    windows = np.stack(list(audio_windows.offline_windows(ramp, (3, 5, 2), HubertFeatures.window_extra_samples)))
+    num_f = audio.frame_count(num_samples)
     lead = 6480 - 4480  # zeros before sample 0 (spec §5.6)
     assert num_f == 3235
     assert windows.shape == (math.ceil(3235 / 5), 6480)
@@ -140,29 +178,41 @@ class _ZeroHubert:
 
 
 def test_offline_windows_of_empty_audio() -> None:
-    windows, num_f = audio.offline_windows(np.zeros(0, np.float32))
-    assert num_f == 0 and windows.shape == (0, 6480)
-    assert audio.offline_features(np.zeros(0, np.float32), _ZeroHubert()).shape == (0, 1024)
+    assert list(audio_windows.offline_windows(np.zeros(0, np.float32), (3, 5, 2), 80)) == []
+    assert offline_features(HubertFeatures(_ZeroHubert()), np.zeros(0, np.float32)).shape == (0, 1024)
+
+
+def test_offline_windows_are_built_one_at_a_time() -> None:
+    """Three minutes of audio: its 900 windows are never all in memory at once."""
+    clip = np.zeros(180 * audio.SAMPLE_RATE, np.float32)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in audio_windows.offline_windows(clip, (3, 5, 2), 80))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 900
+    assert peak < 8 * 6480 * 4, f"{peak} bytes allocated at peak"  # a few windows, not 900
 
 
 def test_features_from_hubert_keeps_the_valid_rows_and_averages_pairs() -> None:
     frames = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
-    features = audio.features_from_hubert(frames, (3, 5, 2))
+    features = features_from_hubert(frames, (3, 5, 2))
     # Rows [-14, -4) = 6..15, averaged in pairs.
     np.testing.assert_array_equal(features[:, 0], [6.5, 8.5, 10.5, 12.5, 14.5])
-    stacked = audio.features_from_hubert(np.stack([frames, frames + 1]), (3, 5, 2))
+    stacked = features_from_hubert(np.stack([frames, frames + 1]), (3, 5, 2))
     assert stacked.shape == (2, 5, 3)
     np.testing.assert_array_equal(stacked[1], features + 1)
     # right = 0 keeps the last rows (the reference's [-x:-0] slice would be empty).
-    np.testing.assert_array_equal(audio.features_from_hubert(frames, (0, 2, 0))[:, 0], [16.5, 18.5])
+    np.testing.assert_array_equal(features_from_hubert(frames, (0, 2, 0))[:, 0], [16.5, 18.5])
     with pytest.raises(ValueError, match="T >= 14"):
-        audio.features_from_hubert(frames[:13], (3, 5, 2))
+        features_from_hubert(frames[:13], (3, 5, 2))
 
 
-def test_online_chunks_tile_the_delayed_audio() -> None:
+def test_live_windows_tile_the_delayed_audio() -> None:
     for length in (1, 1279, 1280, 1281, 16000):
         samples = np.arange(1, length + 1, dtype=np.float32)
-        chunks = audio.online_chunks(samples, (3, 5, 2))
+        chunks = np.stack(_live_windows(samples, (3, 5, 2), [1000]))
         assert chunks.shape == (math.ceil((length + 1920) / 3200), 6480)
         delayed = np.concatenate([np.zeros(1920, np.float32), samples])
         # The chunks' leading 3200-sample strides, laid end to end, are the delayed audio.
@@ -172,6 +222,25 @@ def test_online_chunks_tile_the_delayed_audio() -> None:
         tail = delayed[3200 * (chunks.shape[0] - 1) :]
         np.testing.assert_array_equal(chunks[-1, : tail.shape[0]], tail)
         np.testing.assert_array_equal(chunks[-1, tail.shape[0] :], 0)
+
+
+def test_live_windows_reset_and_flush_start_a_new_stream() -> None:
+    samples = np.arange(1, 9001, dtype=np.float32)
+    fresh = np.stack(_live_windows(samples, (3, 5, 2), [len(samples)]))
+    cutter = LiveWindows((3, 5, 2), HubertFeatures.window_extra_samples)
+    assert cutter.push(samples[:4000]) == []  # 1920 + 4000 samples: no complete window yet
+    cutter.reset()  # what StreamSession.interrupt() does: the pushed audio is dropped
+    np.testing.assert_array_equal(np.stack(cutter.push(samples) + cutter.flush()), fresh)
+    # flush() ended that stream and left the cutter at the start of the next one.
+    np.testing.assert_array_equal(np.stack(cutter.push(samples) + cutter.flush()), fresh)
+
+
+def test_live_windows_geometry() -> None:
+    cutter = LiveWindows((2, 4, 1), HubertFeatures.window_extra_samples)
+    assert (cutter.window_length, cutter.stride) == (4560, 4 * 640)
+    # int(1615 * 0.04 * 16000) is one sample short: with no extra samples the window would not reach the next start.
+    with pytest.raises(ValueError, match="shorter than its stride"):
+        LiveWindows((0, 1615, 0), 0)
 
 
 # --------------------------------------------------------------------------- load_audio

@@ -3,6 +3,13 @@
 The networks are the golden README §3.4 fixed-output stubs: they return the stored raw tensors
 and record what the stage handed them, so the tests check both the pre-processing (network
 inputs) and the post-processing (detections, ROI, landmarks, eye features).
+
+Golden cases: every blaze_mesh_* (README §5.2), blaze_anchors.npz, eye_info.npz (all its rows).
+Tolerances: README §4 — detections and ROI 1e-3 (angle 1e-4 rad), lmk478 / eye_open / eye_ball
+1e-5, the 128² resize exact, the ROI warp (our own perspective matrix) max 8 / mean 0.25, and exact
+where OpenCV 4.10's arithmetic is replayed. Compared: detections, blaze_input_rgb128 (the blob
+made from it), roi, mesh_input_rgb256, lmk478, eye_open, eye_ball; anchors; eye_info's eye_open
+and eye_ball. Inputs: img, raw_regressors, raw_classificators, mesh_raw_identity, eye_info's lmk478.
 """
 
 from __future__ import annotations
@@ -12,6 +19,17 @@ import json
 import cv2
 import numpy as np
 import pytest
+from golden_stubs import (
+    BLAZE_ATOL,
+    IMAGE_MAX_DIFF,
+    IMAGE_MEAN_DIFF,
+    MESH_ATOL,
+    ROI_ANGLE_ATOL,
+    FixedOutputNetwork,
+    assert_close,
+    golden_files,
+    load_golden,
+)
 
 from ditto_fast.stages.eyes import eye_features
 from ditto_fast.stages.face_mesh import (
@@ -26,45 +44,25 @@ from ditto_fast.stages.face_mesh import (
 )
 
 CROP_HW = (512, 512)
-CASES = [0, 1, 2]
-
-# Golden README §4 tolerances.
-DETECTION_ATOL = 1e-3  # pixels of the 128 input / normalised keypoints
-ROI_ATOL, ROI_ANGLE_ATOL = 1e-3, 1e-4
-LANDMARK_ATOL = 1e-5  # lmk478, eye_open, eye_ball
-WARP_MAX, WARP_MEAN = 8, 0.25  # uint8 warps when OpenCV's bilinear differs from the golden's
-
-
-class FixedOutputNetwork:
-    """Golden stub: ignores its input, returns fixed tensors, records every call's inputs."""
-
-    def __init__(self, name: str, outputs: tuple[np.ndarray, ...]):
-        self.name = name
-        self.outputs = outputs
-        self.calls: list[dict[str, np.ndarray]] = []
-
-    def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        self.calls.append(arrays)
-        return self.outputs
 
 
 def blaze_stub(case) -> FixedOutputNetwork:
-    return FixedOutputNetwork("blaze_face", (case["raw_regressors"], case["raw_classificators"]))
+    return FixedOutputNetwork((case["raw_regressors"], case["raw_classificators"]), model="blaze_face")
 
 
 def mesh_stub(case) -> FixedOutputNetwork:
     small = np.zeros((1, 1), np.float32)
-    return FixedOutputNetwork("face_mesh", (case["mesh_raw_identity"], small, small))
+    return FixedOutputNetwork((case["mesh_raw_identity"], small, small), model="face_mesh")
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda k: f"blaze_mesh_{k}")
-def case(request, shared_ref):
-    return dict(np.load(shared_ref / "golden" / f"blaze_mesh_{request.param}.npz"))
+@pytest.fixture(scope="module", params=golden_files("blaze_mesh_[0-9]*.npz"))
+def case(request):
+    return load_golden(request.param)
 
 
 @pytest.fixture(scope="module")
-def eye_info(shared_ref):
-    return dict(np.load(shared_ref / "golden" / "eye_info.npz"))
+def eye_info():
+    return load_golden("eye_info.npz")
 
 
 def golden_blaze_input(case) -> np.ndarray:
@@ -79,7 +77,7 @@ def assert_warp_close(ours: np.ndarray, golden_u8: np.ndarray) -> None:
     """Network input (1, H, W, 3) in [0, 1] vs the golden uint8 image, README warp tolerance."""
     assert ours.dtype == np.float32 and ours.shape == (1, *golden_u8.shape)
     diff = np.abs(np.rint(ours[0] * 255).astype(int) - golden_u8)
-    assert diff.max() <= WARP_MAX and diff.mean() <= WARP_MEAN, (diff.max(), diff.mean())
+    assert diff.max() <= IMAGE_MAX_DIFF and diff.mean() <= IMAGE_MEAN_DIFF, (diff.max(), diff.mean())
 
 
 # --- BlazeFace -------------------------------------------------------------------------------
@@ -88,7 +86,7 @@ def assert_warp_close(ours: np.ndarray, golden_u8: np.ndarray) -> None:
 def test_anchors_equal_the_reference(shared_ref):
     anchors = blazeface_anchors()
     assert anchors.dtype == np.float64
-    np.testing.assert_array_equal(anchors, np.load(shared_ref / "golden" / "blaze_anchors.npz")["anchors"])
+    np.testing.assert_array_equal(anchors, load_golden("blaze_anchors.npz")["anchors"])
     constants = json.loads((shared_ref / "constants.json").read_text())
     np.testing.assert_array_equal(anchors[:, :2], constants["blazeface_anchors_xy_896"])
     assert np.all(anchors[:, 2:] == constants["blazeface_anchor_wh_all"])
@@ -100,22 +98,22 @@ def test_detections(case):
     (call,) = network.calls
     np.testing.assert_array_equal(call["input"], golden_blaze_input(case))
     assert detections.dtype == np.float32 and detections.shape == case["detections"].shape
-    np.testing.assert_allclose(detections, case["detections"], rtol=0, atol=DETECTION_ATOL)
+    assert_close(detections, case["detections"], BLAZE_ATOL, "detections")
 
 
 def test_roi(case):
     roi = face_roi(case["detections"][0], CROP_HW)
     assert roi.dtype == np.float32 and roi.shape == (5,)
-    np.testing.assert_allclose(roi[:4], case["roi"][:4], rtol=0, atol=ROI_ATOL)
-    np.testing.assert_allclose(roi[4], case["roi"][4], rtol=0, atol=ROI_ANGLE_ATOL)
+    assert_close(roi[:4], case["roi"][:4], BLAZE_ATOL, "roi")
+    assert_close(roi[4], case["roi"][4], ROI_ANGLE_ATOL, "roi angle")
 
 
 def test_no_face_raises():
     regressors = np.zeros((1, 896, 16), np.float32)
     # sigmoid(-1e-3) < 0.5 everywhere: the threshold is inclusive at exactly 0.5 only.
     classificators = np.full((1, 896, 1), -1e-3, np.float32)
-    blaze = FixedOutputNetwork("blaze_face", (regressors, classificators))
-    mesh = FixedOutputNetwork("face_mesh", ())
+    blaze = FixedOutputNetwork((regressors, classificators), model="blaze_face")
+    mesh = FixedOutputNetwork((), model="face_mesh")
     with pytest.raises(NoFaceError, match="no face"):
         landmarks478(np.zeros((512, 512, 3), np.uint8), blaze, mesh)
     assert mesh.calls == []
@@ -124,7 +122,7 @@ def test_no_face_raises():
 def test_score_of_exactly_one_half_is_kept():
     classificators = np.full((1, 896, 1), -5.0, np.float32)
     classificators[0, 100, 0] = 0.0
-    blaze = FixedOutputNetwork("blaze_face", (np.zeros((1, 896, 16), np.float32), classificators))
+    blaze = FixedOutputNetwork((np.zeros((1, 896, 16), np.float32), classificators), model="blaze_face")
     detections = detect_faces(np.zeros((512, 512, 3), np.uint8), blaze)
     assert detections.shape == (1, 17) and detections[0, 16] == 0.5
 
@@ -149,7 +147,7 @@ def test_empty_candidate_boxes_do_not_stall_suppression():
 
 
 def test_wrong_network_output_shape_is_named():
-    blaze = FixedOutputNetwork("blaze_face", (np.zeros((1, 896, 12), np.float32), np.zeros((1, 896, 1))))
+    blaze = FixedOutputNetwork((np.zeros((1, 896, 12), np.float32), np.zeros((1, 896, 1))), model="blaze_face")
     with pytest.raises(ValueError, match="regressors"):
         detect_faces(np.zeros((512, 512, 3), np.uint8), blaze)
 
@@ -214,7 +212,7 @@ def test_mesh_input_with_installed_opencv(case):
 def test_projection(case):
     landmarks = project_landmarks(case["mesh_raw_identity"], case["roi"], CROP_HW)
     assert landmarks.dtype == np.float32 and landmarks.shape == (1, 478, 3)
-    np.testing.assert_allclose(landmarks, case["lmk478"], rtol=0, atol=LANDMARK_ATOL)
+    assert_close(landmarks, case["lmk478"], MESH_ATOL, "lmk478")
 
 
 def test_landmarks478_end_to_end(case):
@@ -222,11 +220,11 @@ def test_landmarks478_end_to_end(case):
     landmarks = landmarks478(case["img"], blaze, mesh)
     np.testing.assert_array_equal(blaze.calls[0]["input"], golden_blaze_input(case))
     assert_warp_close(mesh.calls[0]["input"], case["mesh_input_rgb256"])
-    np.testing.assert_allclose(landmarks, case["lmk478"], rtol=0, atol=LANDMARK_ATOL)
+    assert_close(landmarks, case["lmk478"], MESH_ATOL, "lmk478")
 
     eye_open, eye_ball = eye_features(landmarks)
-    np.testing.assert_allclose(eye_open, case["eye_open"], rtol=0, atol=LANDMARK_ATOL)
-    np.testing.assert_allclose(eye_ball, case["eye_ball"], rtol=0, atol=LANDMARK_ATOL)
+    assert_close(eye_open, case["eye_open"], MESH_ATOL, "eye_open")
+    assert_close(eye_ball, case["eye_ball"], MESH_ATOL, "eye_ball")
 
 
 def test_identity_of_wrong_size_is_named(case):
@@ -240,8 +238,8 @@ def test_identity_of_wrong_size_is_named(case):
 def test_eye_features_all_rows(eye_info):
     eye_open, eye_ball = eye_features(eye_info["lmk478"])
     assert eye_open.dtype == eye_ball.dtype == np.float32
-    np.testing.assert_allclose(eye_open, eye_info["eye_open"], rtol=0, atol=LANDMARK_ATOL)
-    np.testing.assert_allclose(eye_ball, eye_info["eye_ball"], rtol=0, atol=LANDMARK_ATOL)
+    assert_close(eye_open, eye_info["eye_open"], MESH_ATOL, "eye_open")
+    assert_close(eye_ball, eye_info["eye_ball"], MESH_ATOL, "eye_ball")
 
 
 def test_eye_features_batch_rows_equal_single_calls(eye_info):

@@ -1,6 +1,12 @@
 """Paste-back (DITTO_SPEC §5.13–§5.14): the generated mask against the reference mask, and the
 warps and blend against the reference's golden put-back (golden README §5.7), byte for byte. The NumPy
-warps of tests/paste_reference.py are checked here, so the native kernel can be tested against them."""
+warps of tests/paste_reference.py are checked here, so the native kernel can be tested against them.
+
+Golden cases: every case{j} of putback.npz. Compared (exact: README §4, OpenCV's warp arithmetic and
+either blend): case{j}_mask_warped, case{j}_render_warped, case{j}_out_cython, case{j}_out_numpy.
+Inputs: frame, render, case{j}_M_c2o. Not comparable: case{j}_n_diff_cython_vs_numpy counts the
+bytes where the reference's two blends differ from each other; ours is compared with both.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,12 @@ import pathlib
 
 import numpy as np
 import pytest
+from golden_stubs import golden_cases, load_golden
 from paste_reference import blend, full_frame_paste, warp_affine
 
-from ditto_fast.stages.paste import PasteBack, paste_mask, render_to_hwc
+from ditto_fast.ops.paste_back import PasteBack, paste_mask, render_to_hwc
 
-PUTBACK_CASES = (0, 1)
-
-
-def _putback(shared_ref: pathlib.Path) -> np.lib.npyio.NpzFile:
-    path = shared_ref / "golden" / "putback.npz"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    return np.load(path)
+PUTBACK_CASES = golden_cases("putback*.npz", "case")
 
 
 def test_mask_is_the_reference_mask(shared_ref: pathlib.Path) -> None:
@@ -45,9 +45,9 @@ def test_mask_shape_without_reference_data() -> None:
     assert mask[0, 0] == 0 and mask[25, 25] == 1  # corner: 1 − distance from the inner corner
 
 
-@pytest.mark.parametrize("case", PUTBACK_CASES)
-def test_warps_match_golden(shared_ref: pathlib.Path, case: int) -> None:
-    golden = _putback(shared_ref)
+@pytest.mark.parametrize(("path", "case"), PUTBACK_CASES)
+def test_warps_match_golden(path: pathlib.Path, case: int) -> None:
+    golden = load_golden(path)
     height, width = golden["frame"].shape[:2]
     m_c2o = golden[f"case{case}_M_c2o"]
     mask_warped = np.clip(warp_affine(paste_mask(), m_c2o, (width, height)), 0, 1)
@@ -56,9 +56,9 @@ def test_warps_match_golden(shared_ref: pathlib.Path, case: int) -> None:
                                   golden[f"case{case}_render_warped"])
 
 
-@pytest.mark.parametrize("case", PUTBACK_CASES)
-def test_paste_back_matches_golden(shared_ref: pathlib.Path, case: int) -> None:
-    golden = _putback(shared_ref)
+@pytest.mark.parametrize(("path", "case"), PUTBACK_CASES)
+def test_paste_back_matches_golden(path: pathlib.Path, case: int) -> None:
+    golden = load_golden(path)
     frame, render, m_c2o = golden["frame"], golden["render"], golden[f"case{case}_M_c2o"]
     before = frame.copy()
     out = PasteBack(paste_mask())(frame, render, m_c2o)

@@ -1,19 +1,38 @@
-"""Motion stitch (DITTO_SPEC §5.11–§5.12) against the reference's golden runs (golden README §5.6)
-with the stitching-network stub of README §3.3, plus unit checks that need no reference data."""
+"""Motion stitch (DITTO_SPEC §5.11–§5.12) against the reference's golden runs with the stitching-network
+stub of golden README §3.3, plus unit checks that need no reference data.
+
+Golden files, each one a case:
+- every motion_stitch_* (README §5.6), per frame and clip by clip. Compared: x_s, x_d,
+  x_d_pre_stitch (absent: the stub must not be called), delta_eye_idx_list (the blink schedule;
+  absent: none), ctrl_per_frame_json (each frame's controls after setup_frames), frame_idx (the
+  mirrored source frame of each call). Inputs: params_json, run_ctrl_info_json, N, delta_eye_arr,
+  python_random_seed, ch_info_x_s_info_*, xd_in_* (also checked to be left unchanged),
+  smoothed_src_x_s_info_*; src_x_s_info_* is compared with smoothed_src_* in test_stage_register.py;
+  src_eye_open, src_eye_ball, src_sc, src_M_c2o, src_frames, src_is_image are the rest of the
+  source_info, which the stitch does not read.
+- every audio-to-motion run a2m_offline_*, a2m_pipeline_offline_*, a2m_online_* (README §5.5):
+  its emitted motion stitched with the run's setup options (MotionStitch defaults otherwise; d0 =
+  online_d0_* for online runs). Compared: stitch_x_s, stitch_x_d, emit_frame_idx, emit_ctrl_json.
+  The rest of those files is covered in test_stage_motion.py / test_stage_online_motion.py.
+Tolerances: controls, indices, schedules and the a2m runs' stitch_x_s (the source keypoints, no
+network involved) bit-exact; x_s, x_d and x_d_pre_stitch of motion_stitch_* 1e-5 (README §4 and
+the committed test), and the a2m runs' stitch_x_d 1e-5 (README §4): the stitched keypoints are up
+to 2.4e-7 from the reference's torch evaluation of the stub, so they cannot be exact.
+"""
 
 from __future__ import annotations
 
-import json
-import pathlib
 import random
 
 import numpy as np
 import pytest
-from golden_stubs import StitchStub
+from a2m_cases import ALL_RUNS, MOTION_KEYS, frame_keys, render_options, same_ctrl, setup_stitch
+from golden_stubs import STITCH_ATOL, StitchStub, assert_close, assert_golden_equal, golden_files, load_golden
 
+from ditto_fast.options import resolve_options
+from ditto_fast.stages.frame_index import mirror_index
 from ditto_fast.stages.motion import bins_to_degrees
 from ditto_fast.stages.stitch import (
-    MOTION_KEYS,
     MotionStitch,
     eye_blink_indices,
     faded_ctrl_info,
@@ -21,99 +40,67 @@ from ditto_fast.stages.stitch import (
     rotation_matrices,
 )
 
-STITCH_CASES = [f"motion_stitch_{k}.npz" for k in range(7)]
-# Golden README §4: the reference evaluates the stub in torch; a NumPy evaluation (and other
-# CPUs' sin/cos/exp) may differ in the last bits.
-KEYPOINT_ATOL = 1e-5
-DRIVEN_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp")
-
-
-def _decode(value: object) -> object:
-    """Undo the golden README §2 JSON encoding (tuples and ndarrays)."""
-    if isinstance(value, dict):
-        if "__tuple__" in value:
-            return tuple(_decode(v) for v in value["__tuple__"])
-        if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-def _json(case: np.lib.npyio.NpzFile, key: str) -> object:
-    return _decode(json.loads(str(case[key])))
-
-
-def _golden(shared_ref: pathlib.Path, name: str) -> np.lib.npyio.NpzFile:
-    path = shared_ref / "golden" / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    return np.load(path)
-
-
-def _info(case: np.lib.npyio.NpzFile, prefix: str, index: int | None = None) -> dict[str, np.ndarray]:
-    return {key: (case[prefix + key] if index is None else case[prefix + key][index]).copy()
-            for key in MOTION_KEYS if prefix + key in case.files}
+STITCH_CASES = golden_files("motion_stitch_[0-9]*.npz")
+SOURCE_KEYS = (*MOTION_KEYS, "kp")
+DRIVEN_KEYS = tuple(MOTION_KEYS)
 
 
 @pytest.fixture(scope="module")
-def weights(shared_ref: pathlib.Path) -> dict[str, np.ndarray]:
-    return dict(_golden(shared_ref, "stub_weights.npz"))
+def weights():
+    return load_golden("stub_weights.npz")
 
 
-def _same_ctrl(got: dict, expected: dict) -> bool:
-    if got.keys() != expected.keys():
-        return False
-    return all(np.array_equal(got[k], expected[k]) if isinstance(expected[k], np.ndarray) else got[k] == expected[k]
-               for k in expected)
-
-
-def _golden_stitch(shared_ref: pathlib.Path, weights: dict, name: str,
-                   ) -> tuple[np.lib.npyio.NpzFile, MotionStitch, StitchStub]:
-    """A golden case and a MotionStitch set up as its run was (setup, then setup_frames)."""
-    case = _golden(shared_ref, name)
-    params = _json(case, "params_json")
-    setup_kwargs = dict(params["setup_kwargs"])
-    setup_kwargs.pop("smo_k_s")  # source smoothing: already applied to the smoothed_src_* inputs
+def _golden_stitch(path, weights) -> tuple:
+    """A golden case and a MotionStitch set up as its run was: its setup kwargs, blink table and
+    python_random_seed as render options, then setup_Nd(N, fade_in, fade_out, run_ctrl_info)."""
+    case = load_golden(path)
+    params = case.json("params_json")
+    values = {**params["setup_kwargs"], "N_d": int(case["N"]), "fade_in": params["fade_in"],
+              "fade_out": params["fade_out"], "ctrl_info": frame_keys(case.json("run_ctrl_info_json"))}
     if params["delta_eye_arr_given"]:
-        setup_kwargs["delta_eye_arr"] = case["delta_eye_arr"]
-    if params["ch_info_given"]:
-        setup_kwargs["ch_x_s_info"] = _info(case, "ch_info_x_s_info_")
-    seed = int(case["python_random_seed"]) if "python_random_seed" in case.files else None
-
+        values["delta_eye_arr"] = np.array(case["delta_eye_arr"])
+    if "python_random_seed" in case:
+        values["seed"] = int(case["python_random_seed"])
+    ch_x_s_info = case.group("ch_info_x_s_info_", SOURCE_KEYS, 0) if params["ch_info_given"] else None
     stub = StitchStub(weights)
-    stitch = MotionStitch(stub)
-    stitch.setup(_info(case, "smoothed_src_x_s_info_", 0), is_image=params["source"] == "image",
-                 seed=seed, **setup_kwargs)
-    stitch.setup_frames(int(case["N"]), params["fade_in"], params["fade_out"], _json(case, "run_ctrl_info_json"))
+    stitch = setup_stitch(stub, resolve_options(values), case.group("smoothed_src_x_s_info_", SOURCE_KEYS, 0),
+                          bool(case["src_is_image"]), ch_x_s_info)
     return case, stitch, stub
 
 
-def _assert_matches_golden(case: np.lib.npyio.NpzFile, stub: StitchStub, xs: np.ndarray, xd: np.ndarray) -> None:
-    np.testing.assert_allclose(xs, case["x_s"], rtol=0, atol=KEYPOINT_ATOL)
-    np.testing.assert_allclose(xd, case["x_d"], rtol=0, atol=KEYPOINT_ATOL)
-    if "x_d_pre_stitch" in case.files:
-        np.testing.assert_allclose(np.stack(stub.kp_driving), case["x_d_pre_stitch"], rtol=0, atol=KEYPOINT_ATOL)
+def _assert_matches_golden(case, stub: StitchStub, xs: np.ndarray, xd: np.ndarray) -> None:
+    assert_close(xs, case["x_s"], STITCH_ATOL, f"{case.stem} x_s")
+    assert_close(xd, case["x_d"], STITCH_ATOL, f"{case.stem} x_d")
+    if "x_d_pre_stitch" in case:
+        assert_close(np.stack(stub.kp_driving), case["x_d_pre_stitch"], STITCH_ATOL, f"{case.stem} x_d_pre_stitch")
     else:
         assert stub.kp_driving == []  # flag_stitching=False
 
 
-@pytest.mark.parametrize("name", STITCH_CASES)
-def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, name: str) -> None:
-    case, stitch, stub = _golden_stitch(shared_ref, weights, name)
-    if "delta_eye_idx_list" in case.files:
+def _source_frames(case) -> list[int]:
+    """The mirrored source frame of every call; the golden frame_idx must be it."""
+    n_src = case["smoothed_src_x_s_info_exp"].shape[0]
+    frames = [mirror_index(g, n_src) for g in range(int(case["N"]))]
+    np.testing.assert_array_equal(frames, case["frame_idx"])
+    return frames
+
+
+@pytest.mark.parametrize("path", STITCH_CASES)
+def test_motion_stitch_matches_golden(path, weights) -> None:
+    case, stitch, stub = _golden_stitch(path, weights)
+    if "delta_eye_idx_list" in case:
         assert stitch.blink_schedule == tuple(case["delta_eye_idx_list"].tolist())
     else:
         assert stitch.blink_schedule is None
 
-    expected_ctrl = _json(case, "ctrl_per_frame_json")
+    expected_ctrl = case.json("ctrl_per_frame_json")
+    assert len(expected_ctrl) == int(case["N"])
     xs, xd = [], []
-    for g in range(int(case["N"])):
+    for g, source in enumerate(_source_frames(case)):
         ctrl = stitch.frame_ctrl(g)
-        assert _same_ctrl(ctrl, expected_ctrl[g]), f"frame {g}: {ctrl} != {expected_ctrl[g]}"
-        x_s_info = _info(case, "smoothed_src_x_s_info_", int(case["frame_idx"][g]))
-        x_d_info = _info(case, "xd_in_", g)
+        assert same_ctrl(ctrl, expected_ctrl[g]), f"frame {g}: {ctrl} != {expected_ctrl[g]}"
+        x_s_info = case.group("smoothed_src_x_s_info_", SOURCE_KEYS, source)
+        x_d_info = case.group("xd_in_", DRIVEN_KEYS, g)
         x_s, x_d = stitch(x_s_info, x_d_info, **ctrl)
         assert x_s.shape == x_d.shape == (1, 21, 3) and x_s.dtype == x_d.dtype == np.float32
         for key, value in x_d_info.items():  # the inputs are left as they were
@@ -124,16 +111,16 @@ def test_motion_stitch_matches_golden(shared_ref: pathlib.Path, weights: dict, n
 
 
 @pytest.mark.parametrize("clip_frames", [80, 7])  # the whole run in one clip; clips that cut fades and controls
-@pytest.mark.parametrize("name", STITCH_CASES)
-def test_motion_stitch_clip_matches_golden(shared_ref: pathlib.Path, weights: dict, name: str,
-                                           clip_frames: int) -> None:
-    case, stitch, stub = _golden_stitch(shared_ref, weights, name)
-    sources = _info(case, "smoothed_src_x_s_info_")
-    generated = _info(case, "xd_in_")
+@pytest.mark.parametrize("path", STITCH_CASES)
+def test_motion_stitch_clip_matches_golden(path, weights, clip_frames: int) -> None:
+    case, stitch, stub = _golden_stitch(path, weights)
+    sources = case.group("smoothed_src_x_s_info_", SOURCE_KEYS)
+    generated = case.group("xd_in_", DRIVEN_KEYS)
+    source_frames = np.asarray(_source_frames(case))
     xs, xd = [], []
     for start in range(0, int(case["N"]), clip_frames):
         frames = np.arange(start, min(start + clip_frames, int(case["N"])))
-        x_s_info = {key: value[case["frame_idx"][frames]] for key, value in sources.items()}
+        x_s_info = {key: value[source_frames[frames]] for key, value in sources.items()}
         x_s, x_d = stitch.stitch_clip(x_s_info, {key: value[frames] for key, value in generated.items()}, frames)
         assert x_s.shape == x_d.shape == (len(frames), 21, 3) and x_s.dtype == x_d.dtype == np.float32
         xs.append(x_s)
@@ -141,6 +128,30 @@ def test_motion_stitch_clip_matches_golden(shared_ref: pathlib.Path, weights: di
     for key, value in generated.items():  # the inputs are left as they were
         assert np.array_equal(value, case["xd_in_" + key]), key
     _assert_matches_golden(case, stub, np.concatenate(xs)[:, None], np.concatenate(xd)[:, None])
+
+
+@pytest.mark.parametrize("path", ALL_RUNS)
+def test_audio2motion_run_stitch_matches_golden(path, weights) -> None:
+    """The keypoints a2m run handed to the warp network: its emitted motion (emit_xd_*), the
+    mirrored source frame of each, the run's stitch options and per-frame controls."""
+    case = load_golden(path)
+    stitch = setup_stitch(StitchStub(weights), render_options(case),
+                          case.group("smoothed_src_x_s_info_", SOURCE_KEYS, 0), bool(case["src_is_image"]))
+    if "online_d0_exp" in case:  # the online worker makes its first clip's frame 0 the d0
+        stitch.set_d0(case.group("online_d0_", DRIVEN_KEYS))
+
+    n_emitted, n_src = int(case["n_emitted"]), case["smoothed_src_x_s_info_exp"].shape[0]
+    sources = [mirror_index(g, n_src) for g in range(n_emitted)]
+    np.testing.assert_array_equal(sources, case["emit_frame_idx"])
+    expected_ctrl = case.json("emit_ctrl_json")
+    assert len(expected_ctrl) == n_emitted
+    for g in range(n_emitted):
+        assert same_ctrl(stitch.frame_ctrl(g), expected_ctrl[g]), f"{case.stem} frame {g}"
+
+    x_s_info = {key: value[sources] for key, value in case.group("smoothed_src_x_s_info_", SOURCE_KEYS).items()}
+    x_s, x_d = stitch.stitch_clip(x_s_info, case.group("emit_xd_", DRIVEN_KEYS), np.arange(n_emitted))
+    assert_golden_equal(x_s[:, None], case["stitch_x_s"], f"{case.stem} stitch_x_s")
+    assert_close(x_d[:, None], case["stitch_x_d"], STITCH_ATOL, f"{case.stem} stitch_x_d")
 
 
 def test_keypoint_transform_matches_float64_formula() -> None:
@@ -191,9 +202,6 @@ def test_blink_schedule_random_gaps_are_seeded_and_in_range() -> None:
     starts = [i for i, v in enumerate(schedule) if v == 1]
     gaps = np.diff(starts) - 5
     assert len(starts) > 20 and gaps.min() >= 60 and gaps.max() <= 100 and 60 <= starts[0] <= 100
-    for bad in (1.5, [5, -6], "8"):
-        with pytest.raises(ValueError, match="delta_eye_open_n"):
-            eye_blink_indices(10, 2, bad, random.Random(0))
 
 
 def test_fade_ramps_overwrite_and_keep_other_controls() -> None:
@@ -238,23 +246,17 @@ def test_first_frame_reproduces_source_pose_and_relative_motion() -> None:
     np.testing.assert_allclose(x_s, keypoint_transform(source), atol=0)
 
 
-def test_rejects_bad_options_and_controls() -> None:
+def test_rejects_bad_setups_and_controls() -> None:
+    """Option values are checked by ditto_fast.options (test_options.py); the stitch checks its
+    wiring, its motion data and the controls given to it frame by frame."""
     source = _toy_source()
     with pytest.raises(ValueError, match="no stitch_network"):
         MotionStitch().setup(source, is_image=True)
-    with pytest.raises(ValueError, match="fade_type"):
-        MotionStitch().setup(source, is_image=True, fade_type="x", flag_stitching=False)
-    with pytest.raises(ValueError, match="use_d_keys"):
-        MotionStitch().setup(source, is_image=True, use_d_keys=("exp", "mouth"), flag_stitching=False)
-    with pytest.raises(ValueError, match="delta_eye_arr"):
-        MotionStitch().setup(source, is_image=True, delta_eye_arr=np.zeros((2, 60)), flag_stitching=False)
     with pytest.raises(ValueError, match="missing keys"):
         MotionStitch().setup({"exp": source["exp"]}, is_image=True, flag_stitching=False)
     stitch = MotionStitch()
     with pytest.raises(RuntimeError, match="setup"):
         stitch(source, source)
     stitch.setup(source, is_image=True, flag_stitching=False)
-    with pytest.raises(ValueError, match="unknown controls"):
+    with pytest.raises(ValueError, match=r"unknown controls \['delta_pich'\] \(did you mean 'delta_pitch'\?\)"):
         stitch(source, {k: source[k] for k in DRIVEN_KEYS}, delta_pich=3.0)
-    with pytest.raises(ValueError, match="ctrl_info"):
-        stitch.setup_frames(10, ctrl_info={2: {"fade": 0.5}})

@@ -14,10 +14,10 @@ import pytest
 from a2m_cases import random_lmdm_stub
 
 from ditto_fast import Renderer
-from ditto_fast.demo import demo_speech, write_demo_inputs
 from ditto_fast.engine.offline import RenderJob
 from ditto_fast.engine.stage_threads import Channel, StageGroup, StagesStopped
 from ditto_fast.stages.motion import Audio2Motion, Audio2MotionOptions, GaussianNoise, smooth_pose
+from ditto_fast.tools.demo import demo_speech, write_demo_inputs
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 

@@ -180,6 +180,20 @@ def test_frame_threads_not_slice_threads(tmp_path):
         assert int(settings["threads"]) > 1
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_budget_reaches_x264(tmp_path, threads):
+    out = tmp_path / "o.mp4"
+    write_frames(out, moving_frames(3, 256, 256), threads=threads)
+    assert int(x264_settings(out)["threads"]) == threads
+
+
+@pytest.mark.parametrize("threads", [-1, 2.0, "2", True])
+def test_bad_thread_budget_is_refused_before_a_file_exists(tmp_path, threads):
+    with pytest.raises(ValueError, match=r"^threads must be a positive integer"):
+        VideoWriter(tmp_path / "o.mp4", 64, 64, threads=threads)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_preset_name_is_one_x264_knows(tmp_path):
     for preset in X264_PRESETS:
         write_frames(tmp_path / f"{preset}.mp4", moving_frames(1, 32, 32), preset=preset)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from golden_stubs import StitchStub
 
+from ditto_fast.options import resolve_options
+from ditto_fast.stages.frame_index import mirror_index
 from ditto_fast.stages.motion import MOTION_DIM, bins_to_degrees, motion_vector_to_dict
-from ditto_fast.stages.source import mirror_index
 from ditto_fast.stages.stitch import (
     MOTION_KEYS,
     MotionStitch,
@@ -97,7 +98,7 @@ CONFIGS: dict[str, tuple[int, dict[str, Any], dict[str, Any]]] = {
     "video-pose-keys-absolute": (4, {
         "is_image": False, "relative_d": False, "use_d_keys": ["exp", "pitch", "t"], "fade_type": "d0",
         "fade_out_keys": ("exp", "pitch", "roll"),
-    }, {"fade_out": 12, "ctrl_info": [{"delta_yaw": float(i % 4)} for i in range(NUM_FRAMES)]}),
+    }, {"fade_out": 12, "ctrl_info": "a list"}),
 }
 
 
@@ -109,6 +110,9 @@ def _make(config: str, num_frames: int = NUM_FRAMES) -> tuple[MotionStitch, Stit
         setup_kwargs["ch_x_s_info"] = {key: value[0] * 1.3 for key, value in _source(1, seed=2).items()}
     if frames_kwargs.get("ctrl_info") == "varied":
         frames_kwargs["ctrl_info"] = _varied_ctrl_info(num_frames, seed=3)
+    if frames_kwargs.get("ctrl_info") == "a list":  # the options store a list as {index: controls}
+        ctrl_list = [{"delta_yaw": float(i % 4)} for i in range(NUM_FRAMES)]
+        frames_kwargs["ctrl_info"] = resolve_options({"ctrl_info": ctrl_list}).ctrl_info
     stub = _stitch_stub(seed=4)
     stitch = MotionStitch(stub)
     stitch.setup({key: value[0] for key, value in source.items()}, N_d=num_frames, **setup_kwargs)
@@ -309,20 +313,23 @@ def test_gaze_fix_rows_match_the_scalar_formula() -> None:
 
 
 @pytest.mark.parametrize(("ctrl", "message"), [
-    ({"delta_yaw": "3"}, "delta_yaw must be a number"),
-    ({"vad_alpha": True}, "vad_alpha must be a number"),
-    ({"delta_exp": np.zeros(5)}, "delta_exp must be a number or 63 numbers"),
-    ({"fade_out_keys": "exp"}, "fade_out_keys must be a list"),
-    ({"fade_out_keys": ["exp", "mouth"]}, "unknown motion keys"),
+    ({"delta_yaw": "3"}, "['delta_yaw']='3' is invalid: expected a finite number"),
+    ({"vad_alpha": True}, "['vad_alpha']=True is invalid: expected a finite number"),
+    ({"delta_exp": np.zeros(5)}, "['delta_exp']=array of shape (5,) is invalid: expected a finite number or 63"),
+    ({"fade_out_keys": "exp"}, "['fade_out_keys']='exp' is invalid: expected a tuple of motion keys"),
+    ({"fade_out_keys": ["exp", "mouth"]}, "['fade_out_keys']=['exp', 'mouth'] is invalid"),
 ])
 def test_rejects_bad_control_values(ctrl: dict[str, Any], message: str) -> None:
+    """Per-frame keyword controls are checked by the options' rule, like ctrl_info's entries."""
     source = {key: value[0] for key, value in _source(1, seed=17).items()}
     stitch = MotionStitch()
     stitch.setup(source, is_image=True, flag_stitching=False)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError) as per_frame:
         stitch(source, motion_vector_to_dict(_motion(1, seed=18)[0]), **ctrl)
-    with pytest.raises(ValueError, match=message):
-        stitch.setup_frames(4, ctrl_info={2: ctrl})
+    assert str(per_frame.value).startswith("option motion stitch controls[") and message in str(per_frame.value)
+    with pytest.raises(ValueError) as as_option:
+        resolve_options({"ctrl_info": {2: ctrl}})
+    assert str(as_option.value).startswith("option ctrl_info[2][") and message in str(as_option.value)
 
 
 def test_rejects_mismatched_clip_inputs() -> None:

@@ -15,8 +15,9 @@ import pytest
 from ditto_fast import Renderer
 from ditto_fast.cli import main
 from ditto_fast.compat import StreamSDK
-from ditto_fast.demo import demo_portrait, demo_speech, write_demo_inputs
-from ditto_fast.stages.audio import load_audio, offline_windows, online_chunks
+from ditto_fast.stages.audio import frame_count, load_audio
+from ditto_fast.stages.hubert import HubertFeatures
+from ditto_fast.tools.demo import demo_portrait, demo_speech, write_demo_inputs
 
 TINY = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 
@@ -40,6 +41,14 @@ def expected_frames(samples: int, overlap: int, chunksize=(3, 5, 2)) -> int:
     if features < valid:
         return 0
     return (features // valid - 1) * valid + min(overlap + features % valid, 2 * valid)
+
+
+def reference_windows(audio: np.ndarray, chunksize=(3, 5, 2)) -> list[np.ndarray]:
+    """The windows the reference's online script hands to `run_chunk` (DITTO_SPEC §5.6 "Online")."""
+    audio = np.concatenate([np.zeros(chunksize[0] * 640, np.float32), audio])
+    split_len = int(sum(chunksize) * 0.04 * 16000) + 80
+    return [np.pad(audio[i:i + split_len], (0, max(0, i + split_len - len(audio))))
+            for i in range(0, len(audio), chunksize[1] * 640)]
 
 
 def run(session, audio, piece=777, sample_rate=16000):
@@ -95,9 +104,9 @@ def test_windows_are_the_reference_online_windows(renderer, avatar):
 
     with StreamSession(networks, avatar, renderer.options(online_mode=True, overlap_v2=70, seed=0)) as session:
         run(session, audio, piece=1234)
-    reference = online_chunks(audio)
+    reference = reference_windows(audio)
     # First come the warm-up features: the offline windows of 70 frames of silence.
-    warmup = len(offline_windows(np.zeros(70 * 640, np.float32))[0])
+    warmup = math.ceil(frame_count(70 * 640) / 5)
     assert len(recorder.windows) == warmup + len(reference)
     for ours, theirs in zip(recorder.windows[warmup:], reference, strict=True):
         np.testing.assert_array_equal(ours, theirs)
@@ -165,7 +174,7 @@ def test_a_slow_consumer_blocks_the_producer_instead_of_growing_memory(renderer,
     feeder.start()
     time.sleep(3.0)  # nobody takes frames meanwhile
     assert not done.is_set()  # push() is blocked: the queue and the ring are full
-    assert session._windows.qsize() <= 2
+    assert session.queued_windows <= 2
     taken = sum(1 for _ in session.frames(timeout=60))  # draining lets it finish
     feeder.join(timeout=60)
     assert done.is_set() and taken == expected_frames(len(audio), 75)
@@ -180,23 +189,21 @@ def test_stats(renderer, avatar):
     assert stats["frames_emitted"] == len(frames)
     assert stats["first_frame_latency_s"] > 0 and stats["real_time_factor"] > 0
     assert abs(stats["audio_seconds"] - 1.5) < 1e-6
-    assert len(session.stats.chunk_latencies) == len(online_chunks(audio))
+    assert len(session.stats.chunk_latencies) == len(reference_windows(audio))
 
 
 def test_errors_in_the_worker_reach_the_consumer(renderer, avatar, monkeypatch):
-    from ditto_fast.engine import online
-
     def broken(*args, **kwargs):
         raise RuntimeError("hubert fell over")
 
     with renderer.stream(avatar, seed=0) as session:
-        monkeypatch.setattr(online, "chunk_features", broken)
+        monkeypatch.setattr(HubertFeatures, "chunk", broken)  # after the warm-up features were made
         # The worker's error surfaces at the next call into the session, whichever it is.
         with pytest.raises(RuntimeError, match="hubert fell over"):
             session.push(demo_speech(1.0))
             session.end()
             list(session.frames(timeout=60))
-    with pytest.raises(ValueError, match="chunksize must be"):
+    with pytest.raises(ValueError, match="option chunksize="):
         renderer.stream(avatar, chunksize=(3, 0, 2))
 
 

@@ -10,11 +10,11 @@ pytest.importorskip("torch")
 
 from ditto_fast.backends.onnxruntime import OnnxRuntimeNetwork  # noqa: E402
 from ditto_fast.backends.torch import TorchNetwork  # noqa: E402
-from ditto_fast.checkpoints import find_tree  # noqa: E402
+from ditto_fast.checkpoints import SYNTHETIC_MARKER, find_tree  # noqa: E402
 from ditto_fast.cli import main  # noqa: E402
 from ditto_fast.contract import MODELS  # noqa: E402
-from ditto_fast.export import CORE_NETWORKS  # noqa: E402
-from ditto_fast.synthetic import tree as synth  # noqa: E402
+from ditto_fast.tools.export import CORE_NETWORKS  # noqa: E402
+from ditto_fast.tools.synthetic import tree as synth  # noqa: E402
 
 COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-tiny"
 
@@ -70,7 +70,7 @@ def test_pytorch_config_names_existing_files_that_load():
 
 def test_the_tree_says_it_is_synthetic():
     assert synth.is_synthetic(COMMITTED)
-    assert "NOT the\nofficial ones" in (COMMITTED / synth.MARKER).read_text()
+    assert "NOT the\nofficial ones" in (COMMITTED / SYNTHETIC_MARKER).read_text()
 
 
 def test_refuses_to_replace_what_it_did_not_write(tmp_path, capsys):

@@ -12,7 +12,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _LAZY = {
     "Renderer": "ditto_fast.renderer",
     "RenderResult": "ditto_fast.renderer",
-    "Avatar": "ditto_fast.stages.avatar",
+    "Avatar": "ditto_fast.avatar",
     "RenderOptions": "ditto_fast.options",
     "Frame": "ditto_fast.engine.offline",
     "RenderJob": "ditto_fast.engine.offline",

@@ -30,6 +30,8 @@ CONFIG_FILES: dict[str, str] = {
 CFG_DIR, ONNX_DIR, PYTORCH_DIR, TRT_PREFIX = "ditto_cfg", "ditto_onnx", "ditto_pytorch", "ditto_trt_"
 # onnxruntime has no GridSample3D, so it prefers the native-GridSample export of the warp net.
 NATIVE_WARP_ONNX = "warp_network_ori.onnx"
+# Written at the root of every tree `ditto-fast synth` makes: its weights are not the official ones.
+SYNTHETIC_MARKER = "SYNTHETIC.md"
 LMDM_STEM = "lmdm_v0.4_hubert"
 
 # The official ditto_pytorch/ files, by file stem: core networks as .pth, auxiliary networks
@@ -83,6 +85,11 @@ class CheckpointTree:
     onnx_dir: Path | None
     trt_dirs: tuple[Path, ...]
     pytorch_dir: Path | None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the tree holds synthetic weights (written by `ditto-fast synth`)."""
+        return (self.root / SYNTHETIC_MARKER).is_file()
 
     def config_path(self, kind: ConfigKind) -> Path:
         if kind not in CONFIG_FILES:

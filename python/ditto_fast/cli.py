@@ -24,7 +24,7 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from ditto_fast.download import download_checkpoints
+    from ditto_fast.tools.download import download_checkpoints
 
     out = download_checkpoints(args.out, parts=args.parts, repo=args.repo, revision=args.revision)
     print(f"checkpoints ({', '.join(args.parts)}) are in {out}")
@@ -51,7 +51,7 @@ class ProgressBar:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments every rendering command shares: which weights, which backend, which options."""
-    from ditto_fast.networks import BACKENDS
+    from ditto_fast.backends.registry import BACKENDS
     from ditto_fast.renderer import DEFAULT_CHECKPOINTS
 
     parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
@@ -60,10 +60,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="same inputs and seed give identical frames")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for onnxruntime, paste-back and the encoder each (default: every "
+                             "core this process may use)")
 
 
 def _add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where the torch backend runs: cpu, cuda, cuda:1 ...")
+    parser.add_argument("--frame-batch", type=int, default=1, metavar="N",
+                        help="frames per warp/decoder call, offline and live (default 1; the official ONNX files "
+                             "take 1, torch any)")
 
 
 def _option_overrides(args: argparse.Namespace) -> dict:
@@ -106,8 +112,8 @@ def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from ditto_fast.demo import write_demo_inputs
     from ditto_fast.renderer import Renderer
+    from ditto_fast.tools.demo import write_demo_inputs
 
     if args.demo == bool(args.source or args.audio):
         raise ValueError("give --source and --audio, or --demo (which makes its own inputs)")
@@ -115,7 +121,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise ValueError("--source and --audio go together")
     options = _option_overrides(args)
     renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, cfg=args.cfg,
-                        frame_batch=args.frame_batch)
+                        frame_batch=args.frame_batch, threads=args.threads)
     if renderer.synthetic:
         print(f"note: {args.checkpoints} holds synthetic weights: the video shows the pipeline, "
               "not Ditto's quality", file=sys.stderr)
@@ -139,8 +145,6 @@ def _add_render(commands) -> None:
     parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="speed/quality starting point")
     parser.add_argument("--emo", type=int, help="emotion label 0-7 (4 neutral); lists via --set emo=[3,4]")
-    parser.add_argument("--frame-batch", type=int, default=1, metavar="N",
-                        help="render N frames at a time, device-resident (torch backend; default 1)")
     _add_encoder_arguments(parser)
     _add_model_arguments(parser)
     _add_device_argument(parser)
@@ -156,7 +160,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     chunksize = tuple(int(v) for v in args.chunksize.split(","))
     options = _option_overrides(args)
-    renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device)
+    renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, frame_batch=args.frame_batch,
+                        threads=args.threads)
     audio = load_audio(args.audio)
     session = renderer.stream(args.source, chunksize=chunksize, **options)
     piece = SAMPLE_RATE // 25  # replay in 40 ms pieces, as a live source delivers them
@@ -205,7 +210,7 @@ def _add_stream(commands) -> None:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from ditto_fast.export import export_tree
+    from ditto_fast.tools.export import export_tree
 
     reports = export_tree(args.pytorch, args.out, on_done=lambda r: print(r.line(), flush=True))
     print(f"exported {len(reports)} networks to {args.out}")
@@ -225,7 +230,7 @@ def _add_export_onnx(commands) -> None:
 
 def _cmd_build_engines(args: argparse.Namespace) -> int:
     from ditto_fast.checkpoints import TRT_PREFIX
-    from ditto_fast.trt_build import BuildOptions, build_engines
+    from ditto_fast.tools.engines import BuildOptions, build_engines
 
     options = BuildOptions(
         fp32_only=args.fp32_only, hardware_compatible=args.hardware_compatible, opt_level=args.opt_level,
@@ -268,7 +273,7 @@ def _add_build_engines(commands) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from ditto_fast.synthetic.tree import write_synthetic_tree
+    from ditto_fast.tools.synthetic.tree import write_synthetic_tree
 
     report = write_synthetic_tree(args.out, args.size, args.seed, args.overwrite,
                                   progress=lambda message: print(message, flush=True))
@@ -293,7 +298,7 @@ def _add_synth(commands) -> None:
 
 
 def _add_download(commands) -> None:
-    from ditto_fast.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
+    from ditto_fast.tools.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
 
     parser = commands.add_parser(
         "download", help="fetch the official checkpoint tree (resumable, with progress bars)"
@@ -309,7 +314,7 @@ def _add_download(commands) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ditto_fast.benchmark import (
+    from ditto_fast.tools.benchmark import (
         QUICK_SETTINGS,
         BenchSettings,
         check_record_path,
@@ -334,7 +339,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_bench(commands) -> None:
-    from ditto_fast.benchmark import QUICK_SETTINGS, STAGES, BenchSettings
+    from ditto_fast.tools.benchmark import QUICK_SETTINGS, STAGES, BenchSettings
 
     quick, full = QUICK_SETTINGS, BenchSettings()
     parser = commands.add_parser("bench", help="time each pipeline stage and the end-to-end paths on a checkpoint tree")

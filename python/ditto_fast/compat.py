@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from ditto_fast.avatar import Avatar
+from ditto_fast.backends.registry import Backend
 from ditto_fast.checkpoints import CFG_DIR
 from ditto_fast.engine.offline import RenderJob
 from ditto_fast.engine.online import StreamSession
-from ditto_fast.networks import Backend
 from ditto_fast.options import OPTION_NAMES, RenderOptions
 from ditto_fast.renderer import Renderer
-from ditto_fast.stages.audio import offline_features
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.stages.audio_features import feature_extractor, offline_features
 from ditto_fast.stages.register import register
 from ditto_fast.stages.writer import VideoWriter, check_writable
 
@@ -51,7 +51,7 @@ class _Wav2Feat:
     def wav2feat(self, audio: np.ndarray, sr: int = 16000) -> np.ndarray:
         if sr != 16000:
             raise ValueError(f"wav2feat: audio must be 16 kHz here (got sr={sr}); load it with sr=16000")
-        return offline_features(np.asarray(audio, np.float32), self._sdk.renderer.networks["hubert"])
+        return offline_features(feature_extractor(self._sdk.renderer.networks), np.asarray(audio, np.float32))
 
 
 class _FeatureQueue:

@@ -64,7 +64,7 @@ def probe_part(module: str, label: str) -> PartStatus:
     return PartStatus(label, True, str(getattr(imported, "__version__", "version unknown")))
 
 
-def _format_gpu(device: dict) -> str:
+def format_gpu(device: dict) -> str:
     major, minor = device["compute_capability"]
     gib = device["total_memory"] / 2**30
     return f"[{device['ordinal']}] {device['name']} (sm_{major}{minor}, {gib:.1f} GiB)"
@@ -86,7 +86,7 @@ def describe_environment() -> EnvironmentReport:
         version=__version__,
         cuda_compiled=bool(_core.cuda_compiled),
         cuda_detail=cuda_detail,
-        gpus=tuple(_format_gpu(d) for d in devices),
+        gpus=tuple(format_gpu(d) for d in devices),
         gpu_reason=reason,
         parts=tuple(probe_part(module, label) for module, label in OPTIONAL_PARTS),
     )

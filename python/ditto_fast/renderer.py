@@ -21,18 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from ditto_fast.avatar import Avatar
+from ditto_fast.backends.registry import Backend, NetworkSet
 from ditto_fast.checkpoints import CheckpointError, find_tree
 from ditto_fast.config import load_config
-from ditto_fast.demo import write_wav
 from ditto_fast.engine.offline import RenderInfo, RenderJob
 from ditto_fast.engine.online import DEFAULT_CHUNKSIZE, StreamSession
-from ditto_fast.networks import Backend, NetworkSet
 from ditto_fast.options import RenderOptions, resolve_options
-from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.runtime.threads import resolve_threads
+from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
 from ditto_fast.stages.register import register
 from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options, resolve_encoder
-from ditto_fast.synthetic.tree import is_synthetic
 
 DEFAULT_CHECKPOINTS = Path("checkpoints") / "synthetic-tiny"
 Source = Avatar | str | Path
@@ -59,25 +58,29 @@ class Renderer:
 
     def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: Backend = "auto",
                  device: str = "cpu", cfg: str | Path | None = None,
-                 cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None, frame_batch: int = 1) -> None:
+                 cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None, frame_batch: int = 1,
+                 threads: int | None = None) -> None:
         """`cfg`: a config pickle whose `default_kwargs` replace the tree's (the reference's
         `cfg_pkl`); `cfg_overrides`: entries written into its sections, as the reference's
-        `StreamSDK(**kwargs)`. Model files always come from the tree. `frame_batch` > 1 (torch
-        backend only) renders offline frames that many at a time, device-resident (warp and
-        decoder batched, CUDA graphs on a GPU; see `ditto_fast.gpu`)."""
+        `StreamSDK(**kwargs)`. Model files always come from the tree. `frame_batch`: frames per
+        warp/decoder call, offline and live (pipeline/frames.py; capped at what the network files
+        take: the official ONNX files take one); with the torch backend frames stay on the device
+        from warp to paste-back (CUDA graphs on a GPU). `threads`: the thread budget of
+        onnxruntime, the CPU paste-back and the encoder (runtime/threads.py; None: the cores this
+        process may use, and x264's own choice)."""
         if frame_batch < 1:
             raise ValueError(f"frame_batch must be at least 1, got {frame_batch}")
+        self.threads = resolve_threads(threads)  # checked before any work
+        self._encoder_threads = threads
         self.checkpoints = Path(checkpoints)
         if self.checkpoints == DEFAULT_CHECKPOINTS and not self.checkpoints.is_dir():
             raise CheckpointError(
                 f"{DEFAULT_CHECKPOINTS}: not found from {Path.cwd()}; run from the repository root, or "
                 "pass checkpoints (`ditto-fast synth --size tiny --out DIR` writes a synthetic tree)")
         tree = find_tree(self.checkpoints)
-        self.networks = NetworkSet(tree, backend, device)
-        if frame_batch > 1 and self.networks.backend != "torch":
-            raise ValueError(f"frame_batch={frame_batch} needs the torch backend, not {self.networks.backend}")
+        self.networks = NetworkSet(tree, backend, device, threads=self.threads)
         self.frame_batch = frame_batch
-        self.synthetic = is_synthetic(self.checkpoints)
+        self.synthetic = tree.synthetic
         if cfg is None and not cfg_overrides:
             config = self.networks.config
         else:
@@ -100,7 +103,8 @@ class Renderer:
         """A lazy render of `audio` spoken by `source`; iterate it for frames (see RenderJob)."""
         resolved = self.options(preset, **options)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
-        return RenderJob(self.networks, avatar, resolved, audio=_samples(audio), frame_batch=self.frame_batch)
+        return RenderJob(self.networks, avatar, resolved, audio=_samples(audio), frame_batch=self.frame_batch,
+                         paste_threads=self.threads)
 
     def stream(self, source: Source, *, chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE,
                preset: str | None = None, **options: Any) -> StreamSession:
@@ -110,7 +114,8 @@ class Renderer:
         for back-pressure, `interrupt()` and `stats`."""
         resolved = resolve_options({**options, "online_mode": True}, self.online_defaults, preset)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
-        return StreamSession(self.networks, avatar, resolved, chunksize)
+        return StreamSession(self.networks, avatar, resolved, chunksize, frame_batch=self.frame_batch,
+                             paste_threads=self.threads, encoder_threads=self._encoder_threads)
 
     @cached_property
     def online_defaults(self) -> dict[str, Any]:
@@ -137,6 +142,7 @@ class Renderer:
         with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
             audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)
             with VideoWriter(out, width, height, audio_path=audio_path, crf=crf, preset=x264_preset,
+                             threads=self._encoder_threads,
                              encoder=encoder) as writer:
                 for frame in job:
                     writer.write(frame.rgb)

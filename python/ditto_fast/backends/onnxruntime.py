@@ -1,8 +1,9 @@
 """ONNX Runtime backend: the default, on the CPU (and on CUDA when its provider is present).
 
 Session options are set deliberately rather than left to defaults:
-- intra-op threads = the cores this process may use: the networks are large convolutions that
-  scale with cores, and one session runs at a time per stage;
+- intra-op threads = the thread budget (runtime/threads.py; by default the cores this process
+  may use): the networks are large convolutions that scale with cores, and one session runs at
+  a time per stage;
 - inter-op threads = 1 and sequential execution: these graphs are chains, with little
   branch parallelism to win and thread contention to lose;
 - full graph optimisation (constant folding, fusions);
@@ -12,18 +13,18 @@ Session options are set deliberately rather than left to defaults:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ditto_fast.backends.base import MissingBackendError
+from ditto_fast.backends.base import HostExecutor, MissingBackendError, fixed_batch
 from ditto_fast.backends.onnx_clip_sampling import OnnxClipSampling
 from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError, native_model_path
 from ditto_fast.contract import TensorInfo, check_model
 from ditto_fast.errors import one_line
+from ditto_fast.runtime.threads import resolve_threads
 
 try:
     import onnxruntime as ort
@@ -44,16 +45,10 @@ _ORT_TYPES = {
 }
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """`threads`: the thread budget (runtime/threads.py), the intra-op threads of the session."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or available_cores()
+    options.intra_op_num_threads = resolve_threads(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -111,6 +106,7 @@ class OnnxRuntimeNetwork:
         self.inputs = tuple(_info(i) for i in self._session.get_inputs())
         self.outputs = tuple(_info(o) for o in self._session.get_outputs())
         check_model(name, str(self.path), self.inputs, self.outputs)
+        self.max_batch = fixed_batch(self.inputs)
         self._output_names = [o.name for o in self.outputs]
         self.clip_sampling = OnnxClipSampling.beside(
             self.path, partial(open_session, name=f"{name} (hoisted)", providers=providers, threads=threads)
@@ -119,5 +115,61 @@ class OnnxRuntimeNetwork:
     def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(self._session.run(self._output_names, arrays))
 
+    def executor(self, array_kind: str | None = None) -> HostExecutor | IoBindingExecutor:
+        """On the CPU, the network itself on NumPy arrays (`run` is thread-safe); on CUDA, or with
+        `array_kind="torch"`, an IO binding of this job's own on torch tensors, so inputs and
+        outputs stay on the device."""
+        if (array_kind or ("numpy" if self.device == "cpu" else "torch")) == "numpy":
+            return HostExecutor(self)
+        return IoBindingExecutor(self._session, self.outputs, self.device)
+
     def __repr__(self) -> str:
         return f"OnnxRuntimeNetwork({self.name!r}, {str(self.path)!r}, device={self.device!r})"
+
+
+_TORCH_TO_ORT = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
+                 "uint8": np.uint8, "bool": np.bool_}
+
+
+class IoBindingExecutor:
+    """One job's IO binding of a session on torch tensors: inputs are bound where they live, and
+    outputs are allocated as torch tensors on the same device and bound before the run, so no
+    array crosses to the host. Output shapes come from the contract, a symbolic leading dimension
+    taking the inputs' batch size."""
+
+    array_kind = "torch"
+
+    def __init__(self, session: ort.InferenceSession, outputs: tuple[TensorInfo, ...], device: str) -> None:
+        import torch  # only this executor needs torch: the CPU path runs on NumPy
+
+        self._torch = torch
+        self._session = session
+        self._binding = session.io_binding()
+        self._outputs = outputs
+        self.device = device
+
+    def _bind(self, name: str, tensor, bind) -> None:
+        kind = tensor.device.type
+        bind(name, kind, tensor.device.index or 0, _TORCH_TO_ORT[str(tensor.dtype).removeprefix("torch.")],
+             tuple(tensor.shape), tensor.data_ptr())
+
+    def __call__(self, **tensors):
+        torch = self._torch
+        inputs = {name: tensor.contiguous() for name, tensor in tensors.items()}
+        batch = next(iter(inputs.values())).shape[0] if inputs else 1
+        device = next(iter(inputs.values())).device if inputs else torch.device(self.device)
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, tensor in inputs.items():
+            self._bind(name, tensor, binding.bind_input)
+        results = []
+        for info in self._outputs:
+            shape = tuple(batch if d is None or isinstance(d, str) else d for d in info.shape)
+            out = torch.empty(shape, dtype=getattr(torch, info.dtype), device=device)
+            self._bind(info.name, out, binding.bind_output)
+            results.append(out)
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()  # onnxruntime runs on its own stream
+        self._session.run_with_iobinding(binding)
+        return tuple(results)

@@ -20,17 +20,18 @@ PLUGIN_NAME = "GridSample3D"  # the op type of the reference's warp_network.onnx
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 KERNEL_MODULE = "ditto_fast.kernels.grid_sample_3d"
 
-_registered = False
+# The tensorrt.plugin module the plugin was registered with: once per TensorRT in the process.
+_registered_with: object | None = None
 
 
-def _as_torch(tensor):
+def torch_view(tensor):
     """A zero-copy torch view of a TensorRT plugin tensor (it exposes the CUDA array interface)."""
     import torch
 
     return torch.as_tensor(tensor, device="cuda")
 
 
-def _on_stream(stream: int):
+def on_trt_stream(stream: int):
     """Run the enclosed torch work on TensorRT's stream, so it is ordered with the engine."""
     import torch
 
@@ -49,10 +50,9 @@ def _import_kernel():
 
 
 def register_grid_sample_plugin() -> None:
-    """Register `ditto_fast::GridSample3D` with TensorRT's plugin registry (once per process)."""
-    global _registered
-    if _registered:
-        return
+    """Register `ditto_fast::GridSample3D` with TensorRT's plugin registry (once per process and
+    TensorRT module: a stand-in TensorRT, as in the tests, gets its own registration)."""
+    global _registered_with
     try:
         import tensorrt.plugin as trtp
     except ImportError as exc:
@@ -60,6 +60,8 @@ def register_grid_sample_plugin() -> None:
             f"the {PLUGIN_NAME} plugin needs TensorRT's Python plugin module tensorrt.plugin "
             f"(TensorRT 10.6 or newer): {exc}"
         ) from exc
+    if _registered_with is trtp:
+        return
     grid_sample_3d = _import_kernel()
 
     @trtp.register(PLUGIN_ID)
@@ -77,7 +79,7 @@ def register_grid_sample_plugin() -> None:
     # serialised into every engine.
     @trtp.impl(PLUGIN_ID)
     def run(input, grid, outputs, stream) -> None:
-        with _on_stream(stream):
-            _as_torch(outputs[0]).copy_(grid_sample_3d(_as_torch(input), _as_torch(grid)))
+        with on_trt_stream(stream):
+            torch_view(outputs[0]).copy_(grid_sample_3d(torch_view(input), torch_view(grid)))
 
-    _registered = True
+    _registered_with = trtp

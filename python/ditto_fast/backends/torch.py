@@ -5,7 +5,7 @@ loads the synthetic-tiny checkpoints, so it recognises a checkpoint's layout by 
 the file's state-dict shapes with the known layouts, and refuses any other layout with the
 first differing key. BatchNorm and spectral norm are folded at load.
 
-Precision follows the reference's runtime rules on CUDA (`ditto_fast.gpu.precision`, the one
+Precision follows the reference's runtime rules on CUDA (`ditto_fast.runtime.precision`, the one
 policy for every torch path): fp16 autocast where the reference's engines run fp16, fp32 for
 the motion extractor, HuBERT and LMDM. On the CPU everything runs in fp32.
 """
@@ -31,11 +31,11 @@ try:
 except ImportError as exc:
     raise MissingBackendError("the torch backend needs PyTorch: pip install torch") from exc
 
-from ditto_fast.gpu.precision import precision_for  # noqa: E402
 from ditto_fast.models import NETWORK_CLASSES, TINY_KWARGS  # noqa: E402 - needs torch first
 from ditto_fast.models.checkpoint_format import load_state, unwrap_state_dict  # noqa: E402
 from ditto_fast.models.lmdm import GuidedLMDM  # noqa: E402
 from ditto_fast.models.lmdm_hoisted import ClipCache, HoistedLMDM, ScheduleCache  # noqa: E402
+from ditto_fast.runtime.precision import precision_for, prepare_module, run_under  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,9 @@ class HoistedClipSampling:
 
 
 class TorchNetwork:
-    """One network as a torch module, called with NumPy arrays (Network protocol) or with
-    device tensors (`run_on_device`). LMDM also offers hoisted clip sampling (`clip_sampling`)."""
+    """One network as a torch module, prepared once under the precision policy on its device,
+    called with NumPy arrays (Network protocol) or with device tensors (`executor()`). LMDM also
+    offers hoisted clip sampling (`clip_sampling`)."""
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu") -> None:
         if name not in KINDS:
@@ -179,19 +180,17 @@ class TorchNetwork:
         self.inputs = tuple(TensorInfo(t.name, t.shape, t.dtype) for t in spec.inputs)
         self.outputs = contract_outputs(name, kwargs, kind)
         check_model(name, str(self.path), self.inputs, self.outputs)
-        module = kind.load(name, kind.build(**kwargs), checkpoint)
-        self.module = module.to(torch.device(device)).eval()
-        self._autocast = precision_for(name, device).autocast
+        self.max_batch = None  # modules take any batch
+        self.precision = precision_for(name, device)
+        self.module = prepare_module(kind.load(name, kind.build(**kwargs), checkpoint), device, self.precision)
         self.clip_sampling = HoistedClipSampling(self.module, device) if name == "lmdm" else None
 
     def run_on_device(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Run on tensors already on this network's device, in contract input order."""
-        with torch.inference_mode(), torch.autocast(
-            "cuda", dtype=torch.float16, enabled=self._autocast
-        ):
-            result = self.module(*tensors)
-        result = result if isinstance(result, tuple) else (result,)
-        return tuple(r.float() if r.is_floating_point() else r for r in result)
+        return run_under(self.precision, self.module, *tensors)
+
+    def executor(self) -> TorchExecutor:
+        return TorchExecutor(self)
 
     def __call__(self, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         device = torch.device(self.device)
@@ -201,3 +200,17 @@ class TorchNetwork:
 
     def __repr__(self) -> str:
         return f"TorchNetwork({self.name!r}, {str(self.path)!r}, layout={self.layout!r})"
+
+
+class TorchExecutor:
+    """A torch network on device tensors by input name. Its module is shared and stateless at
+    inference, so an executor holds nothing of its own beyond the network."""
+
+    array_kind = "torch"
+
+    def __init__(self, network: TorchNetwork) -> None:
+        self.network = network
+        self.device = network.device
+
+    def __call__(self, **tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.network.run_on_device(*(tensors[t.name] for t in self.network.inputs))

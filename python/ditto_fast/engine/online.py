@@ -3,8 +3,8 @@
 The audio path is the reference's online branch: `chunksize = (past, current, future)` video
 frames per HuBERT window, windows every `current` frames, the first one preceded by `past`
 frames of silence, the last one zero-padded. Motion comes from the reference's streaming
-worker (`OnlineAudio2Motion`), frames from the same stitch → warp → decode → paste-back as
-offline. Two stages overlap on their own threads: "motion" (HuBERT and LMDM for window k+1)
+worker (`OnlineAudio2Motion`), frames from the one frame renderer (pipeline/frames.py) that
+offline jobs use too. Two stages overlap on their own threads: "motion" (HuBERT and LMDM for window k+1)
 and "frames" (rendering window k's frames), joined by a short bounded channel.
 
 Back-pressure: windows wait in a bounded queue, motion in a bounded channel and frames in a
@@ -25,24 +25,19 @@ import numpy as np
 import soxr
 
 from ditto_fast._core import FrameRing, RingClosed
+from ditto_fast.avatar import Avatar
 from ditto_fast.backends.base import Network
-from ditto_fast.engine.offline import Frame, FrameRenderer, motion_setup
+from ditto_fast.engine.motion_setup import motion_setup
+from ditto_fast.engine.offline import Frame
 from ditto_fast.engine.stage_threads import StageGroup
-from ditto_fast.options import RenderOptions
-from ditto_fast.stages.audio import (
-    FPS,
-    SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
-    as_mono_16k,
-    check_chunksize,
-    chunk_features,
-    window_length,
-)
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.options import RenderOptions, check_chunksize
+from ditto_fast.pipeline.frames import FrameRenderer
+from ditto_fast.stages.audio import FPS, SAMPLE_RATE, as_mono_16k
+from ditto_fast.stages.audio_features import feature_extractor
+from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE, LiveWindows
 from ditto_fast.stages.motion import MOTION_DIM
 from ditto_fast.stages.online_motion import OnlineAudio2Motion, silence_warmup_features
 
-DEFAULT_CHUNKSIZE = (3, 5, 2)
 DEFAULT_RING_SLOTS = 8
 DEFAULT_QUEUED_WINDOWS = 8  # ~1.6 s of audio at the default chunk size
 QUEUED_MOTION = 2  # windows' worth of motion waiting for the frames stage
@@ -86,22 +81,24 @@ class StreamSession:
 
     def __init__(self, networks: Mapping[str, Network], avatar: Avatar, options: RenderOptions,
                  chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE, ring_slots: int = DEFAULT_RING_SLOTS,
-                 queued_windows: int = DEFAULT_QUEUED_WINDOWS) -> None:
+                 queued_windows: int = DEFAULT_QUEUED_WINDOWS, frame_batch: int = 1, paste_threads: int = 0,
+                 encoder_threads: int | None = None) -> None:
         self.chunksize = check_chunksize(chunksize)
         self.options = options = options.replace(online_mode=True)
         self.stats = StreamStats()
-        self._networks = networks
-        self._window = window_length(self.chunksize)
-        self._stride = self.chunksize[1] * SAMPLES_PER_FRAME
+        self._features = feature_extractor(networks)
+        self._cutter = LiveWindows(self.chunksize, self._features.window_extra_samples)
         condition, a2m = motion_setup(networks, avatar, options)
         self._driver = OnlineAudio2Motion(
-            a2m, condition, silence_warmup_features(networks["hubert"], options.overlap_v2))
-        self._render = FrameRenderer(networks, avatar, options, options.N_d)
+            a2m, condition, silence_warmup_features(self._features, options.overlap_v2))
+        self._render = FrameRenderer(networks, avatar, options, options.N_d, batch_size=frame_batch,
+                                     paste_threads=paste_threads)
         height, width = avatar.frame_size
-        self._ring = FrameRing(ring_slots, height, width, 3)
+        self._ring = FrameRing(max(ring_slots, 2 * frame_batch + 2), height, width, 3)
+        self._writer = self._render.writer(self._ring, committed=self._count_frame)
+        self._encoder_threads = encoder_threads
         self._windows: queue.Queue = queue.Queue(maxsize=queued_windows)
-        self._lock = threading.Lock()  # guards the PCM buffer and the resampler
-        self._reset_buffer()
+        self._lock = threading.Lock()  # guards the window cutter and the resampler
         self._resampler: tuple[int, soxr.ResampleStream] | None = None
         self._first_push: float | None = None
         self._ended = False
@@ -115,10 +112,6 @@ class StreamSession:
         self._stages.start("frames", self._make_frames)
 
     # -- producer side -------------------------------------------------------------------------
-
-    def _reset_buffer(self) -> None:
-        # The reference prepends `past` frames of silence to the stream.
-        self._buffer = np.zeros(self.chunksize[0] * SAMPLES_PER_FRAME, np.float32)
 
     def _to_16k(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
         mono = as_mono_16k(np.asarray(pcm), SAMPLE_RATE)  # downmix and scale; no resampling yet
@@ -143,11 +136,7 @@ class StreamSession:
             generation = self._generation
             samples = self._to_16k(pcm, sample_rate)
             self.stats.audio_seconds += len(samples) / SAMPLE_RATE
-            self._buffer = np.concatenate([self._buffer, samples])
-            ready = []
-            while len(self._buffer) >= self._window:
-                ready.append(self._buffer[:self._window].copy())
-                self._buffer = self._buffer[self._stride:]
+            ready = self._cutter.push(samples)
         for window in ready:
             if generation != self._generation:
                 return  # interrupted while this push was waiting: its audio is dropped
@@ -157,11 +146,12 @@ class StreamSession:
         """Queue one complete HuBERT window as the reference's online script builds it
         (`StreamSDK.run_chunk`); do not mix with `push`."""
         window = np.asarray(window, np.float32)
-        if window.shape != (self._window,):
-            raise ValueError(f"a window for chunksize {self.chunksize} has {self._window} samples, got {window.shape}")
+        if window.shape != (self._cutter.window_length,):
+            raise ValueError(f"a window for chunksize {self.chunksize} has {self._cutter.window_length} samples, "
+                             f"got {window.shape}")
         if self._first_push is None:
             self._first_push = time.perf_counter()
-        self.stats.audio_seconds += self._stride / SAMPLE_RATE
+        self.stats.audio_seconds += self._cutter.stride / SAMPLE_RATE
         self._put(("window", window, time.perf_counter()))
 
     def end(self, flush: bool = True) -> None:
@@ -171,18 +161,13 @@ class StreamSession:
             return
         self._ended = True
         with self._lock:
-            if not flush:
-                self._buffer = self._buffer[:0]
-            if self._resampler is not None:
-                tail = self._resampler[1].resample_chunk(np.zeros(0, np.float32), last=True)
-                self._buffer = np.concatenate([self._buffer, tail])
-            # As the reference: a window starts at every stride position before the end of the
-            # audio, the last ones zero-padded.
-            while len(self._buffer):
-                window = np.zeros(self._window, np.float32)
-                piece = self._buffer[:self._window]
-                window[:len(piece)] = piece
-                self._buffer = self._buffer[self._stride:]
+            windows = []
+            if flush:
+                tail = np.zeros(0, np.float32)
+                if self._resampler is not None:  # soxr holds its last samples back until told the stream ended
+                    tail = self._resampler[1].resample_chunk(tail, last=True)
+                windows = self._cutter.push(tail) + self._cutter.flush()
+            for window in windows:
                 self._put(("window", window, time.perf_counter()))
         self._put(("end",))
 
@@ -191,7 +176,7 @@ class StreamSession:
         frames already rendered are still handed out."""
         with self._lock:
             self._generation += 1
-            self._reset_buffer()
+            self._cutter.reset()
             while True:
                 try:
                     self._windows.get_nowait()
@@ -218,7 +203,7 @@ class StreamSession:
             if item[0] == "stop":
                 return
             if item[0] == "window":
-                motion = self._driver.push_motion(chunk_features(item[1], self._networks["hubert"], self.chunksize))
+                motion = self._driver.push_motion(self._features.chunk(item[1], self.chunksize))
             elif item[0] == "reset":
                 self._driver.reset()
                 motion = np.zeros((0, MOTION_DIM), np.float32)
@@ -246,7 +231,8 @@ class StreamSession:
         self._ring.close()  # end of stream: the consumer drains what is left
 
     def _emit(self, motion: np.ndarray) -> None:
-        self._render.render_clip_into(self._ring, self._next_index, motion, committed=self._count_frame)
+        self._render.render_block(self._writer, self._next_index, motion)
+        self._writer.flush()  # live: every frame of the chunk is handed out now, not with the next chunk
         self._next_index += len(motion)
 
     def _count_frame(self, index: int) -> None:
@@ -259,6 +245,11 @@ class StreamSession:
             self._windows.put_nowait(("stop",))
         except queue.Full:
             pass  # the stage is not waiting for a window; it stops at its next channel put
+
+    @property
+    def queued_windows(self) -> int:
+        """How many audio windows wait for the motion stage now (bounded by `queued_windows`)."""
+        return self._windows.qsize()
 
     # -- consumer side -------------------------------------------------------------------------
 
@@ -285,7 +276,7 @@ class StreamSession:
 
         height, width = self._ring.shape[:2]
         with VideoWriter(path, width, height, audio_path=audio_path, crf=crf, preset=x264_preset,
-                         encoder=encoder) as writer:
+                         encoder=encoder, threads=self._encoder_threads) as writer:
             for frame in self.frames():
                 writer.write(frame.rgb)
         return writer.frames

@@ -1,5 +1,13 @@
 """Paste-back: the rendered 512² face goes back into the full frame under a feathered mask
-(DITTO_SPEC §5.13–§5.14).
+(DITTO_SPEC §5.13–§5.14). One operation, `PasteBack`, for every device; it picks the
+implementation from the arrays it is given:
+
+- NumPy arrays (the CPU): the C++ kernel, writing straight into `out` (e.g. a ring slot);
+- CUDA torch tensors: the Triton kernel (`ditto_fast.kernels.paste_back`) when Triton imports
+  (its absence is logged once, then the torch version runs);
+- other torch tensors: the torch version (ops/paste_torch.py).
+
+All three give the same bytes: the reference's.
 
 The reference warps mask and render with OpenCV 4.x ``cv2.warpAffine`` (bilinear, black border),
 blends in float32 and truncates to uint8. Bilinear warps differ between OpenCV releases (5.0 samples
@@ -13,9 +21,14 @@ OpenCV is installed.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 
 from ditto_fast._core import paste_back
+
+log = logging.getLogger(__name__)
 
 PASTE_SIZE = 512  # side of the rendered face and of the mask
 PASTE_RATIO = 0.9  # share of the side that is fully opaque; the rest is a linear feather
@@ -59,23 +72,44 @@ def render_to_hwc(decoder_output: np.ndarray) -> np.ndarray:
 
 
 class PasteBack:
-    """Pastes rendered faces back into their frames through the crop's inverse matrix."""
+    """Pastes rendered faces back into their frames through the crop's inverse matrix, on the
+    device the arrays live on (see the module docstring). One instance serves one job: it keeps
+    the mask on each device it met and, for torch, the last crop's sampling geometry."""
 
     def __init__(self, mask: np.ndarray | None = None, threads: int = 0) -> None:
-        """`threads`: how many threads share a frame's rows (0: one per core)."""
+        """`threads`: how many threads share a frame's rows on the CPU (0: one per core)."""
         mask = paste_mask() if mask is None else np.ascontiguousarray(mask, dtype=np.float32)
         if mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
             raise ValueError(f"paste-back mask: expected a square 2-D array, got shape {mask.shape}")
         self.mask = mask
         self.threads = threads
+        self._device: dict[Any, tuple[Any, Any]] = {}  # torch device -> (mask tensor, implementation)
 
-    def __call__(self, frame: np.ndarray, render: np.ndarray, m_c2o: np.ndarray,
-                 out: np.ndarray | None = None) -> np.ndarray:
-        """frame (H, W, 3) uint8; render (S, S, 3) float32 in [0, 255] (S = mask side), or the
-        decoder's output (1, 3, S, S) in [0, 1], which the kernel converts exactly as
-        `render_to_hwc` would, without the intermediate arrays; m_c2o (3, 3) crop→frame matrix.
-        Returns the (H, W, 3) uint8 result, written into `out` when given (e.g. a ring slot) or
-        a new array; `frame` itself is left untouched unless it is `out`."""
-        # The kernel checks dtypes and shapes itself; only the memory layout is adapted here.
-        return paste_back(np.ascontiguousarray(frame), np.ascontiguousarray(render, dtype=np.float32),
-                          self.mask, np.asarray(m_c2o), out=out, threads=self.threads)
+    def __call__(self, frame: Any, render: Any, m_c2o: np.ndarray, out: Any = None) -> Any:
+        """frame (H, W, 3) uint8; render the decoder's output (1, 3, S, S) in [0, 1] (S = mask
+        side) or, for NumPy, (S, S, 3) float32 in [0, 255] as `render_to_hwc` gives; m_c2o (3, 3)
+        crop→frame matrix (a host array). Returns the (H, W, 3) uint8 result, written into `out`
+        when given (e.g. a ring slot) or a new array; `frame` is left untouched unless it is `out`."""
+        if isinstance(frame, np.ndarray):
+            # The kernel checks dtypes and shapes itself; only the memory layout is adapted here.
+            return paste_back(np.ascontiguousarray(frame), np.ascontiguousarray(render, dtype=np.float32),
+                              self.mask, np.asarray(m_c2o), out=out, threads=self.threads)
+        mask, implementation = self._on_device(frame.device)
+        return implementation(frame, render, mask, m_c2o, out=out)
+
+    def _on_device(self, device: Any) -> tuple[Any, Any]:
+        if device not in self._device:
+            import torch
+
+            from ditto_fast.ops.paste_torch import TorchPasteBack
+
+            implementation: Any = TorchPasteBack()
+            if device.type == "cuda":
+                try:
+                    from ditto_fast.ops.paste_triton import triton_paste_back
+                except ImportError as exc:
+                    log.warning("paste-back on %s runs in torch, not the Triton kernel: %s", device, exc)
+                else:
+                    implementation = triton_paste_back
+            self._device[device] = (torch.from_numpy(self.mask).to(device), implementation)
+        return self._device[device]

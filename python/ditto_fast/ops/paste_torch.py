@@ -10,18 +10,13 @@ the Triton kernel (`ditto_fast.kernels.paste_back`) fuses the same arithmetic in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ditto_fast.gpu.paste_geometry import AB_BITS, CELLS, INTER_BITS, FrameWindow, crop_footprint, fixed_point_parts
-from ditto_fast.gpu.resident import upload
-
-# (frame (H, W, 3) uint8, render (1, 3, S, S') in [0, 1], mask (S, S') float32, m_c2o host (3, 3),
-#  out=None | frame | (H, W, 3) uint8) -> out: the signature of the Triton kernel and of torch_paste_back.
-PasteFn = Callable[..., torch.Tensor]
+from ditto_fast.ops.paste_geometry import AB_BITS, CELLS, INTER_BITS, FrameWindow, crop_footprint, fixed_point_parts
+from ditto_fast.runtime.transfers import upload
 
 
 @dataclass(frozen=True)
@@ -137,16 +132,3 @@ def torch_paste_back(frame: torch.Tensor, render: torch.Tensor, mask: torch.Tens
                      out: torch.Tensor | None = None) -> torch.Tensor:
     """One paste-back without a geometry cache (see TorchPasteBack.__call__)."""
     return TorchPasteBack()(frame, render, mask, m_c2o, out=out)
-
-
-def select_paste(device: torch.device | str) -> PasteFn:
-    """The Triton kernel for CUDA devices when it can be imported (Triton installed), else a
-    TorchPasteBack; both take the same arguments and give the reference's result."""
-    if torch.device(device).type == "cuda":
-        try:
-            from ditto_fast.kernels.paste_back import paste_back
-        except ImportError:
-            pass
-        else:
-            return paste_back
-    return TorchPasteBack()

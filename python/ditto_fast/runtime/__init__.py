@@ -1,14 +1,10 @@
-"""Device-resident rendering with torch: the source uploaded once, frames batched through warp and
-decoder, pasted back on the device, and copied out once each into ring slots.
+"""Where data lives and how it moves (llama.cpp's buffer / stream / device split; the CPU is just
+another device, whose stream is "now"). Everything here but `ring_writer` needs torch, and is
+imported only where a torch executor runs.
 
-The code is device-agnostic: it runs on the CPU (how it is tested) and uses CUDA streams, events,
-graphs and the Triton paste-back kernel only when the device is CUDA. Needs torch.
-
-- precision.py: the precision policy per network and `DeviceNetwork`, a module prepared under it;
-- resident.py: `ResidentSource` (an Avatar on the device) and DLPack interop helpers;
-- paste_geometry.py, paste.py: paste-back sample positions (host) and the torch paste-back;
-- streams.py: `DeviceStream`, `DeviceEvent`;
-- graphs.py: `GraphedFunction`, one CUDA graph per input signature;
-- ring_writer.py: `RingWriter`, device frames into FrameRing slots;
-- batched_render.py: `BatchedRenderer`, the offline render path tying them together.
+- streams.py: `DeviceStream`, `DeviceEvent` (immediate off CUDA);
+- graphs.py: `GraphedFunction`, one CUDA graph per input signature (eager off CUDA);
+- transfers.py: host arrays and DLPack producers onto a device without stalling the host;
+- precision.py: the precision policy per network, and modules prepared and run under it;
+- ring_writer.py: finished frames into `FrameRing` slots, from the host or from a device.
 """

@@ -17,13 +17,9 @@ NHWC (NDHWC for the 3-D convolutions).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from ditto_fast.backends.torch import TorchNetwork
 
 FP16_IN_REFERENCE = frozenset({"appearance_extractor", "warp_network", "decoder", "stitch_network"})
 FP32_IN_REFERENCE = frozenset({"motion_extractor", "lmdm", "hubert"})
@@ -74,37 +70,16 @@ def prepare_module(module: nn.Module, device: torch.device | str, precision: Pre
     return module
 
 
-class DeviceNetwork:
-    """A torch module prepared under a precision policy, called with tensors on its device.
-
-    Outputs are fp32 (fp16 results are cast back), in the module's output order, in whatever
-    memory format the module produced (a channels-last decoder output is already HWC-ordered).
-    """
-
-    def __init__(self, name: str, module: nn.Module, device: torch.device | str,
-                 precision: Precision | None = None) -> None:
-        self.name = name
-        self.device = torch.device(device)
-        self.precision = precision_for(name, self.device) if precision is None else precision
-        self.module = prepare_module(module, self.device, self.precision)
-
-    @classmethod
-    def from_torch_network(cls, network: TorchNetwork, precision: Precision | None = None) -> DeviceNetwork:
-        """Wrap a `ditto_fast.backends.torch.TorchNetwork`'s module (shared, not copied) on its device."""
-        module = getattr(network, "module", None)
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"DeviceNetwork: {network!r} is not a torch-backend network (it has no torch module); "
-                            "load the networks with backend='torch'")
-        return cls(network.name, module, network.device, precision)
-
-    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tensors = tuple(to_memory_format(t, self.precision.channels_last) for t in tensors)
-        # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA-graph capture.
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.precision.compute_dtype,
-                                                    enabled=self.precision.autocast, cache_enabled=False):
-            result = self.module(*tensors)
-        result = result if isinstance(result, tuple) else (result,)
-        return tuple(r.float() if r.is_floating_point() else r for r in result)
-
-    def __repr__(self) -> str:
-        return f"DeviceNetwork({self.name!r}, device={str(self.device)!r}, precision={self.precision})"
+def run_under(precision: Precision, module: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """`module(*tensors)` for inference under `precision` (a module prepared by `prepare_module`),
+    with tensors on its device. Outputs are fp32 (fp16 results are cast back), in the module's
+    output order, in whatever memory format the module produced (a channels-last decoder output is
+    already HWC-ordered)."""
+    tensors = tuple(to_memory_format(t, precision.channels_last) for t in tensors)
+    device_type = tensors[0].device.type if tensors else "cpu"
+    # cache_enabled=False: autocast's weight-cast cache cannot live across CUDA-graph capture.
+    with torch.inference_mode(), torch.autocast(device_type, dtype=precision.compute_dtype,
+                                                enabled=precision.autocast, cache_enabled=False):
+        result = module(*tensors)
+    result = result if isinstance(result, tuple) else (result,)
+    return tuple(r.float() if r.is_floating_point() else r for r in result)

@@ -1,44 +1,27 @@
-"""Audio stage: load audio as mono 16 kHz float32, and turn it into per-video-frame HuBERT
-features (1024-d, 25 fps) the way the reference's `Wav2Feat` does.
+"""Audio stage: load audio as mono 16 kHz float32 the way the reference does (librosa), and the
+reference's rule for how many 25 fps video frames a clip of audio drives.
 
-HuBERT runs at 50 Hz on 16 kHz audio, so one video frame (640 samples) gets the mean of two
-HuBERT frames. The reference never runs HuBERT on the whole waveform: it cuts windows of
-`left + valid + right` video frames (plus 80 samples, so that HuBERT's 400-sample receptive
-field yields exactly 2 frames per video frame) and keeps only the `valid` middle frames of
-each. Offline mode pads and windows the whole clip up front; online mode is fed fixed-size
-chunks as they arrive. The two are deliberately different (online is 80 samples later).
-
-Two float quirks of the reference are reproduced on purpose because they change the output:
-window starts are `int((i * 0.04) * 16000)` (one sample before `640 * i` for some `i`), and
-the frame count is `ceil((n / 16000) * 25)` (one more than `n / 640` for some multiples of 640).
+One video frame is 640 samples, but the frame count is `ceil((n / 16000) * 25)` in double,
+which is one more than `n / 640` for some multiples of 640; the reference hands that count to
+every later stage, so it is reproduced on purpose. Cutting the audio into feature-encoder
+windows is `audio_windows`; the features themselves come from an `audio_features` extractor.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import wave
 from pathlib import Path
 
 import av
 import numpy as np
 import soxr
-from numpy.lib.stride_tricks import sliding_window_view
 
-from ditto_fast.backends.base import Network
 from ditto_fast.errors import one_line
 
 SAMPLE_RATE = 16000
 FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
-HUBERT_FRAMES_PER_VIDEO_FRAME = 2
-HUBERT_DIM = 1024
-# (left context, valid, right context) in video frames.
-DEFAULT_CHUNKSIZE = (3, 5, 2)
-# Extra samples on top of a whole number of video frames so HuBERT (receptive field 400,
-# hop 320) returns exactly 2 frames per video frame.
-_WINDOW_EXTRA_SAMPLES = 80
-
-Chunksize = Sequence[int]
 
 
 class AudioError(ValueError):
@@ -140,121 +123,30 @@ def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     return fixed
 
 
-# ------------------------------------------------------------------- window geometry
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Float samples in [-1, 1] (clipped) as a 16-bit mono wav file."""
+    path = Path(path)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path
 
 
-def frame_count(num_samples: int) -> int:
-    """Video frames for `num_samples` of 16 kHz audio, with the reference's double rounding
-    (e.g. 4480 samples = 7 frames' worth → 8)."""
-    return math.ceil(num_samples / SAMPLE_RATE * FPS)
-
-
-def _frames_to_samples(frames: int | np.ndarray) -> np.ndarray:
-    """`int((frames * 0.04) * 16000)` in IEEE double, truncated: the reference's conversion,
-    which is one sample short of `640 * frames` for some counts (1615, 3205, 3230, ...)."""
-    return (np.asarray(frames, dtype=np.float64) * 0.04 * SAMPLE_RATE).astype(np.int64)
-
-
-def window_length(chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> int:
-    """Samples per HuBERT window: 6480 for (3, 5, 2)."""
-    return int(_frames_to_samples(sum(chunksize))) + _WINDOW_EXTRA_SAMPLES
-
-
-def check_chunksize(chunksize: Chunksize) -> tuple[int, int, int]:
-    """(left, valid, right) as ints; ValueError unless non-negative with valid >= 1."""
-    if len(chunksize) != 3 or any(int(c) != c or c < 0 for c in chunksize) or chunksize[1] < 1:
-        raise ValueError(f"chunksize must be (left, valid, right) non-negative ints with valid >= 1, got {chunksize!r}")
-    left, valid, right = (int(c) for c in chunksize)
-    return left, valid, right
-
-
-def _check_audio(audio: np.ndarray) -> np.ndarray:
+def check_audio(audio: np.ndarray) -> np.ndarray:
+    """1-D samples as float32 (no copy when they already are); AudioError otherwise."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise AudioError(f"audio must be 1-D mono samples, got shape {audio.shape}")
     return audio.astype(np.float32, copy=False)
 
 
-# ----------------------------------------------------------------------------- offline
+# ------------------------------------------------------------------------- frame count
 
 
-def offline_windows(audio: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> tuple[np.ndarray, int]:
-    """All HuBERT input windows of an offline clip, computed up front so they can be batched.
-
-    Returns (windows (n_windows, window_length) float32, num_f). Window k covers video frames
-    5k .. 5k+4 (for valid = 5); the clip is zero-padded so that the first window has `left`
-    frames of silence before frame 0.
-    """
-    _, valid, right = check_chunksize(chunksize)
-    audio = _check_audio(audio)
-    num_f = frame_count(audio.shape[0])
-    split_len = window_length(chunksize)
-    lead = split_len - int(_frames_to_samples(valid + right))
-    padded = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(split_len, np.float32)])
-    starts = _frames_to_samples(np.arange(0, num_f, valid))
-    windows = padded[starts[:, None] + np.arange(split_len)]
-    return windows, num_f
-
-
-def features_from_hubert(encodings: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
-    """HuBERT output of one window (T, D) — or a stack (..., T, D) — → its `valid` video-frame
-    features (..., valid, D): the 2·valid frames just before the last 2·right, pair-averaged."""
-    _, valid, right = check_chunksize(chunksize)
-    encodings = np.asarray(encodings)
-    needed = (valid + right) * HUBERT_FRAMES_PER_VIDEO_FRAME
-    if encodings.ndim < 2 or encodings.shape[-2] < needed:
-        raise ValueError(
-            f"hubert encoding_out must be (T, D) with T >= {needed} for chunksize {tuple(chunksize)}, "
-            f"got shape {encodings.shape}"
-        )
-    frames = encodings.shape[-2]
-    # Positive bounds: the reference's negative slice [-(v+r)*2 : -r*2] would be empty for r = 0.
-    stop = frames - right * HUBERT_FRAMES_PER_VIDEO_FRAME
-    kept = encodings[..., stop - valid * HUBERT_FRAMES_PER_VIDEO_FRAME : stop, :]
-    pairs = kept.reshape(*kept.shape[:-2], valid, HUBERT_FRAMES_PER_VIDEO_FRAME, kept.shape[-1])
-    return pairs.mean(axis=-2)
-
-
-def offline_feature_blocks(audio: np.ndarray, hubert: Network,
-                           chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> Iterator[np.ndarray]:
-    """The offline features window by window: (valid, D) blocks, the last one cut at the
-    clip's frame count, so that later stages can start before the whole clip is encoded."""
-    windows, num_f = offline_windows(audio, chunksize)
-    done = 0
-    for window in windows:
-        block = chunk_features(window, hubert, chunksize)[:num_f - done]
-        done += len(block)
-        yield block
-
-
-def offline_features(audio: np.ndarray, hubert: Network, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
-    """(num_f, D) HuBERT features of a whole clip, as the reference's offline `wav2feat`."""
-    blocks = list(offline_feature_blocks(audio, hubert, chunksize))
-    return np.concatenate(blocks) if blocks else np.zeros((0, HUBERT_DIM), np.float32)
-
-
-# ------------------------------------------------------------------------------ online
-
-
-def online_chunks(audio: np.ndarray, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
-    """The chunks the reference's online driver feeds to `run_chunk`: `left` frames of silence
-    prepended, windows of `window_length` every `valid` frames, the last one zero-padded."""
-    left, valid, _ = check_chunksize(chunksize)
-    audio = _check_audio(audio)
-    split_len = window_length(chunksize)
-    stride = valid * SAMPLES_PER_FRAME
-    lead = left * SAMPLES_PER_FRAME
-    total = lead + audio.shape[0]
-    n_chunks = -(-total // stride)
-    if n_chunks == 0:
-        return np.zeros((0, split_len), np.float32)
-    buffer = np.zeros((n_chunks - 1) * stride + split_len, np.float32)
-    buffer[lead:total] = audio
-    return sliding_window_view(buffer, split_len)[::stride].copy()
-
-
-def chunk_features(chunk: np.ndarray, hubert: Network, chunksize: Chunksize = DEFAULT_CHUNKSIZE) -> np.ndarray:
-    """(valid, D) features of one window, as the reference's `Wav2Feat.__call__`."""
-    chunk = _check_audio(chunk)
-    encoding = hubert(input_values=chunk.reshape(1, -1))[0]
-    return features_from_hubert(encoding, chunksize)
+def frame_count(num_samples: int) -> int:
+    """Video frames for `num_samples` of 16 kHz audio, with the reference's double rounding
+    (e.g. 4480 samples = 7 frames' worth → 8)."""
+    return math.ceil(num_samples / SAMPLE_RATE * FPS)

@@ -5,14 +5,12 @@ Each row is ``[audio 1024 | emo 8 | eye_open 2 | eye_ball 6 | sc 63]`` = 1103 fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from ditto_fast.stages.source import mirror_index
+from ditto_fast.options import EMO_LABELS, Emotion
+from ditto_fast.stages.frame_index import mirror_index
 
-NUM_EMOTIONS = 8
-EMOTION_LABELS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise", "Contempt")
+NUM_EMOTIONS = len(EMO_LABELS)
 AUDIO_FEATURE_DIM = 1024
 EYE_OPEN_DIM = 2
 EYE_BALL_DIM = 6
@@ -22,46 +20,25 @@ CONDITION_DIM = AUDIO_FEATURE_DIM + NUM_EMOTIONS + EYE_OPEN_DIM + EYE_BALL_DIM +
 # The logit given to each selected label before the softmax; one label ends up at 0.997657.
 _EMOTION_LOGIT = 8.0
 
-EmotionSpec = int | Sequence[int] | Sequence[Sequence[int]] | np.ndarray
 
-_ACCEPTED_EMO_FORMS = ("an int label in [0, 8), a list/tuple of 1..7 int labels, a list of such "
-                       "lists/tuples (one emotion per frame, cycled), or a float ndarray of shape (m, 8)")
-
-
-def _is_label(value: object) -> bool:
-    # The reference accepts Python ints only (bool is an int subclass there too); numpy integer
-    # scalars are rejected, and so are they here.
-    return isinstance(value, int)
-
-
-def _label_softmax(labels: int | Sequence[int]) -> np.ndarray:
+def _label_softmax(labels: tuple[int, ...]) -> np.ndarray:
     """Softmax (float32, max-shifted) of an 8-vector holding 8 at each label and 0 elsewhere."""
     logits = np.zeros(NUM_EMOTIONS, dtype=np.float32)
-    for label in [labels] if _is_label(labels) else labels:
-        if not _is_label(label) or not 0 <= label < NUM_EMOTIONS:
-            raise ValueError(f"emo: label {label!r} is not an int in [0, {NUM_EMOTIONS})")
-        logits[label] = _EMOTION_LOGIT
+    logits[list(labels)] = _EMOTION_LOGIT
     shifted = np.exp(logits - logits.max())
     return shifted / shifted.sum()
 
 
-def parse_emo(emo: EmotionSpec) -> np.ndarray:
-    """The emotion sequence ``(m, 8)`` float32 that condition rows cycle through.
-
-    Raises ValueError for anything outside the four accepted forms (as the reference does).
-    """
+def parse_emo(emo: Emotion) -> np.ndarray:
+    """The emotion sequence ``(m, 8)`` float32 that condition rows cycle through, from an `emo`
+    in one of the canonical forms `RenderOptions` gives (which is where it is validated)."""
     if isinstance(emo, np.ndarray):
-        if emo.ndim == 2 and emo.shape[1] == NUM_EMOTIONS and len(emo) > 0:
-            return emo.astype(np.float32)
-    elif _is_label(emo):
-        if 0 <= emo < NUM_EMOTIONS:
-            return _label_softmax(emo)[None]
-    elif isinstance(emo, (list, tuple)) and emo:
-        if _is_label(emo[0]) and len(emo) < NUM_EMOTIONS:
-            return _label_softmax(emo)[None]
-        if isinstance(emo, list) and isinstance(emo[0], (list, tuple)):
-            return np.stack([_label_softmax(labels) for labels in emo])
-    raise ValueError(f"emo: unsupported value {emo!r}; expected {_ACCEPTED_EMO_FORMS}")
+        return emo.astype(np.float32)
+    if isinstance(emo, int):
+        return _label_softmax((emo,))[None]
+    if isinstance(emo[0], int):  # one emotion mixing several labels
+        return _label_softmax(emo)[None]
+    return np.stack([_label_softmax(labels) for labels in emo])
 
 
 def _as_rows(name: str, array: np.ndarray, width: int) -> np.ndarray:
@@ -80,10 +57,10 @@ class ConditionHandler:
     """
 
     def __init__(self, sc: np.ndarray, eye_open: np.ndarray, eye_ball: np.ndarray,
-                 emo: EmotionSpec = 4, eye_f0_mode: bool = False) -> None:
+                 emo: Emotion = 4, eye_f0_mode: bool = False) -> None:
         """
         sc: (63,) source keypoints (frame 0, unsmoothed); eye_open (n_src, 2) and eye_ball
-        (n_src, 6): per-source-frame eye features; emo: any form `parse_emo` accepts;
+        (n_src, 6): per-source-frame eye features; emo: `RenderOptions.emo` (see `parse_emo`);
         eye_f0_mode: use source frame 0's eye features for every frame.
         """
         self.sc = np.asarray(sc, dtype=np.float32).reshape(-1)
@@ -95,7 +72,7 @@ class ConditionHandler:
             raise ValueError(f"ConditionHandler: eye_open has {len(self.eye_open)} source frames but "
                              f"eye_ball has {len(self.eye_ball)}")
         self.emotions = parse_emo(emo)
-        self.eye_f0_mode = bool(eye_f0_mode)
+        self.eye_f0_mode = eye_f0_mode
 
     @property
     def num_source_frames(self) -> int:

@@ -14,9 +14,8 @@ import numpy as np
 from ditto_fast.backends.base import Network
 from ditto_fast.backends.clip_sampling import clip_sampling_of
 from ditto_fast.diffusion_schedule import DdimTables, ddim_tables
+from ditto_fast.options import MOTION_DIM, SEQ_FRAMES
 
-SEQ_FRAMES = 80  # frames per LMDM clip
-MOTION_DIM = 265
 POSE_DIM = 202  # scale, pitch, yaw, roll and t: the dims the temporal smoothing touches
 NUM_BINS = 66
 CLIP_SHAPE = (1, SEQ_FRAMES, MOTION_DIM)
@@ -198,24 +197,16 @@ def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> None:
 
 @dataclass(frozen=True)
 class Audio2MotionOptions:
-    """Setup kwargs of the clip loop (reference names in brackets; DITTO_SPEC §2.4)."""
+    """Setup kwargs of the clip loop (reference names in brackets; DITTO_SPEC §2.4), taken as
+    `RenderOptions` validated them."""
 
     overlap: int = 10  # [overlap_v2] frames shared by consecutive clips
-    smo_k_d: int = 3  # pose smoothing window; ≤ 1 disables
+    smo_k_d: int = 3  # pose smoothing window; 1 disables
     fix_kp_cond: int = 0  # every N-th clip restarts from the source motion; 0 never
     fix_kp_cond_dim: tuple[int, int] | None = None  # dims [ds, de) kept from the generated frame on restart
     sampling_timesteps: int = 50
     online_mode: bool = False  # only changes the cross-fade length here
     v_min_max_for_clip: np.ndarray | None = None  # (2, 265) per-dim clamp of the output motion
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.overlap < SEQ_FRAMES:
-            raise ValueError(f"Audio2MotionOptions: overlap must be in [0, {SEQ_FRAMES}), got {self.overlap}")
-        if self.fix_kp_cond < 0:
-            raise ValueError(f"Audio2MotionOptions: fix_kp_cond must be ≥ 0, got {self.fix_kp_cond}")
-        if self.v_min_max_for_clip is not None and np.shape(self.v_min_max_for_clip) != (2, MOTION_DIM):
-            raise ValueError(f"Audio2MotionOptions: v_min_max_for_clip must have shape (2, {MOTION_DIM}), "
-                             f"got {np.shape(self.v_min_max_for_clip)}")
 
     @property
     def valid_clip_len(self) -> int:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ditto_fast.backends.base import Network
-from ditto_fast.stages.audio import SAMPLES_PER_FRAME, offline_features
+from ditto_fast.stages.audio import SAMPLES_PER_FRAME
+from ditto_fast.stages.audio_features import AudioFeatureExtractor, offline_features
 from ditto_fast.stages.condition import AUDIO_FEATURE_DIM, ConditionHandler
 from ditto_fast.stages.motion import MOTION_DIM, SEQ_FRAMES, Audio2Motion
 
@@ -38,16 +38,15 @@ from ditto_fast.stages.motion import MOTION_DIM, SEQ_FRAMES, Audio2Motion
 _KEPT_MOTION_FRAMES = 2 * SEQ_FRAMES
 
 
-def silence_warmup_features(hubert: Network, overlap: int) -> np.ndarray:
-    """(overlap, 1024) features of `overlap` frames of silence: the online driver's warm-up rows.
+def silence_warmup_features(extractor: AudioFeatureExtractor, overlap: int) -> np.ndarray:
+    """(overlap, dim) features of `overlap` frames of silence: the online driver's warm-up rows.
 
     These are the offline features of overlap·640 zero samples. For overlap 55 and 56 the
     offline frame count rounds up to overlap + 1 (DITTO_SPEC §5.6 ceil quirk) and the reference
     stops on an assertion; here the extra row, which belongs to no silent frame, is dropped.
+    `overlap` is `RenderOptions.overlap_v2`, validated there.
     """
-    if overlap < 0:
-        raise ValueError(f"silence_warmup_features: overlap must be ≥ 0, got {overlap}")
-    features = offline_features(np.zeros(overlap * SAMPLES_PER_FRAME, np.float32), hubert)
+    features = offline_features(extractor, np.zeros(overlap * SAMPLES_PER_FRAME, np.float32))
     return features[:overlap]
 
 

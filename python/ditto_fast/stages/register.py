@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ditto_fast.avatar import MOTION_INFO_SHAPES, Avatar
 from ditto_fast.backends.base import Network
 from ditto_fast.options import RenderOptions
-from ditto_fast.stages.avatar import MOTION_INFO_SHAPES, Avatar
 from ditto_fast.stages.crop import CropSettings, final_crop_settings, to_rgb256
 from ditto_fast.stages.eyes import eye_features
 from ditto_fast.stages.face_detect import detect_face_landmarks, track_face_landmarks

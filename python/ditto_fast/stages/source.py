@@ -1,5 +1,5 @@
-"""Source loading (images and videos): read, size limit, and the ping-pong frame order
-(DITTO_SPEC §5.1, §5.9).
+"""Source loading (images and videos): read and size limit (DITTO_SPEC §5.1); the ping-pong
+frame order is in `stages.frame_index`.
 
 The loaded RGB frames are both the detector's input and the paste-back backgrounds, so the
 size rule below also fixes the output video's frame size.
@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+# pipeline/frames.py (being rewritten elsewhere) still imports the frame order from here.
 
 DEFAULT_MAX_SIZE = 1920
 # Frame sides are floored to a multiple of this (the H.264 writer needs even sizes).
@@ -92,11 +94,3 @@ def load_source(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE,
     if cv2.haveImageReader(str(path)):
         return [load_image(path, max_size)], True
     return load_video(path, max_size, max_frames), False
-
-
-def mirror_index(i: int, n: int) -> int:
-    """Source frame for output frame `i` with `n` source frames: 0..n-1, n-1..0, 0..n-1, ..."""
-    if n <= 0:
-        raise ValueError(f"mirror_index: the source has no frames (n={n})")
-    lap, offset = divmod(i, n)
-    return offset if lap % 2 == 0 else n - 1 - offset

@@ -25,14 +25,14 @@ Deliberate deviations, all in cases where the reference misbehaves or is ill-def
   `use_d_keys` is a dict and `relative_d` is off; with `kp` in that dict it would compound the
   source's own kp frame after frame);
 - a list `ctrl_info` may be combined with fade ramps (the reference raises AttributeError);
-- unknown control names and option values are rejected instead of ignored;
+- unknown control names and option values are rejected instead of ignored (by `ditto_fast.options`,
+  which validates every setting and control this stage takes);
 - numeric controls act as Python floats whatever their type (a NumPy float64 control would turn
   the reference's float32 motion into float64), and `delta_exp` is applied in float32.
 """
 
 from __future__ import annotations
 
-import numbers
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ditto_fast.backends.base import Network
+from ditto_fast.options import MOTION_KEYS, Controls, canonical_controls
 from ditto_fast.stages.motion import _SCALE_OFFSET, MOTION_DIM, MOTION_LAYOUT, bins_to_degrees
 
 MotionInfo = dict[str, np.ndarray]
@@ -48,7 +49,6 @@ MotionInfo = dict[str, np.ndarray]
 NUM_KEYPOINTS = 21
 EXP_DIM = 3 * NUM_KEYPOINTS
 POSE_KEYS = ("pitch", "yaw", "roll")
-MOTION_KEYS = ("scale", "pitch", "yaw", "roll", "t", "exp", "kp")
 EYE_KEYPOINTS = (11, 13, 15, 16, 18)
 LIP_KEYPOINTS = (6, 12, 14, 17, 19, 20)
 
@@ -59,12 +59,6 @@ SCALE_RATIO_KEYS = frozenset({"exp", "pitch", "yaw", "roll"})
 
 BLINK_SCHEDULE_FRAMES = 3000  # schedule length while the frame count is unknown
 RANDOM_OPEN_FRAMES = (60, 100)  # inclusive range of random gaps between blinks
-
-FADE_TYPES = ("", "d0", "s")
-CONTROL_NAMES = frozenset(
-    {"fade_alpha", "fade_out_keys", "vad_alpha", "delta_exp"}
-    | {f"{kind}_{key}" for kind in ("delta", "alpha") for key in POSE_KEYS}
-)
 
 # Gaze correction: head-turn degrees → offsets of the eye keypoints 11 and 15 (exp dims 33/34, 45/46).
 _GAZE_YAW_RATIO = 0.26
@@ -77,10 +71,9 @@ _EYE_Y_DIMS = [34, 46]
 # Gains of the x offsets of keypoints (11, 15), for a head not turned (dx ≤ 0) and turned (dx > 0).
 _GAZE_X_GAINS = np.array([[_GAZE_GAIN_TOWARD, _GAZE_GAIN_AWAY], [_GAZE_GAIN_AWAY, _GAZE_GAIN_TOWARD]])
 
-BlinkGaps = int | Sequence[int]
+BlinkGaps = int | tuple[int, ...]
 ALL_ROWS = slice(None)
-Controls = Mapping[str, Any]
-CtrlInfo = Mapping[Any, Controls] | Sequence[Controls]
+CtrlInfo = Mapping[int, Controls]
 
 
 # -- batched motion dicts ---------------------------------------------------------------------------
@@ -171,15 +164,12 @@ def eye_blink_indices(n_frames: int, blink_len: int, open_n: BlinkGaps, rng: ran
     With random gaps, the first and last gaps are drawn first, then one more per blink.
     """
     indices = [0] * n_frames
-    if isinstance(open_n, (int, np.integer)) and not isinstance(open_n, (bool, np.bool_)):
+    if isinstance(open_n, int):
         if open_n < 0:
             return indices
-        gaps = [int(open_n)] if open_n > 0 else []
-    elif (isinstance(open_n, Sequence) and not isinstance(open_n, str)
-          and all(isinstance(gap, (int, np.integer)) and gap >= 0 for gap in open_n)):
-        gaps = [int(gap) for gap in open_n]
+        gaps = [open_n] if open_n > 0 else []
     else:
-        raise ValueError(f"delta_eye_open_n: expected an int or a list of ints ≥ 0, got {open_n!r}")
+        gaps = list(open_n)
 
     def random_gap() -> int:
         return rng.randint(*RANDOM_OPEN_FRAMES)
@@ -384,52 +374,12 @@ def group_controls(ctrls: Sequence[Controls]) -> list[ControlGroup]:
     return groups
 
 
-def _ctrl_by_frame(ctrl_info: CtrlInfo | None) -> dict[int, dict[str, Any]]:
-    if ctrl_info is None:
-        return {}
-    if isinstance(ctrl_info, Mapping):
-        items = ctrl_info.items()
-    elif isinstance(ctrl_info, Sequence) and not isinstance(ctrl_info, str):
-        items = enumerate(ctrl_info)
-    else:
-        raise ValueError(f"ctrl_info: expected a dict {{frame: controls}} or a list, got {type(ctrl_info).__name__}")
-    frames = {}
-    for fid, ctrl in items:
-        _check_controls(f"ctrl_info[{fid!r}]", ctrl)
-        frames[int(fid)] = dict(ctrl)
-    return frames
-
-
-def _check_controls(where: str, ctrl: Controls) -> None:
-    unknown = sorted(set(ctrl) - CONTROL_NAMES)
-    if unknown:
-        raise ValueError(f"{where}: unknown controls {unknown}; known: {sorted(CONTROL_NAMES)}")
-    for name, value in ctrl.items():
-        if name == "fade_out_keys":
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise ValueError(f"{where}: fade_out_keys must be a list of motion keys, got {value!r}")
-            _check_keys(f"{where}: fade_out_keys", value)
-        elif name == "delta_exp":
-            try:
-                np.broadcast_to(np.asarray(value, dtype=np.float32), (1, EXP_DIM))
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: delta_exp must be a number or {EXP_DIM} numbers, "
-                                 f"got {value!r}") from None
-        elif not isinstance(value, numbers.Real) or isinstance(value, bool):
-            raise ValueError(f"{where}: {name} must be a number, got {value!r}")
-
-
-def _check_keys(where: str, keys: Iterable[str]) -> None:
-    unknown = sorted(set(keys) - set(MOTION_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown motion keys {unknown}; known: {list(MOTION_KEYS)}")
-
-
 # -- the stage ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class StitchOptions:
-    """Validated motion-stitch settings of one render (the setup kwargs of DITTO_SPEC §2.4)."""
+    """Motion-stitch settings of one render (the setup kwargs of DITTO_SPEC §2.4, as `RenderOptions`
+    validated them), with the automatic choices made."""
 
     is_image: bool
     weights: Mapping[str, float]  # use_d_keys as key → weight (a plain key list weighs 1)
@@ -481,6 +431,7 @@ class MotionStitch:
     ) -> None:
         """Start a render from the (smoothed) motion of source frame 0 (each value (1, d)).
 
+        The settings are `RenderOptions` values, in the canonical forms validated there.
         ch_x_s_info: frame-0 motion of a separate condition source; its scale relative to the
         source's scales the exp and pose weights. seed seeds the random blink gaps (None: fresh).
         """
@@ -490,22 +441,13 @@ class MotionStitch:
         if use_d_keys is None:
             use_d_keys = IMAGE_USE_D_KEYS if is_image else VIDEO_USE_D_KEYS
         weights = dict(use_d_keys) if isinstance(use_d_keys, Mapping) else {key: 1.0 for key in use_d_keys}
-        _check_keys("use_d_keys", weights)
         if ch_x_s_info is not None:
             ratio = ch_x_s_info["scale"].item() / x_s_info["scale"].item()
             if ratio != 1:
                 weights = {key: w * ratio if key in SCALE_RATIO_KEYS else w for key, w in weights.items()}
-        if fade_type not in FADE_TYPES:
-            raise ValueError(f"fade_type: expected one of {FADE_TYPES}, got {fade_type!r}")
-        _check_keys("fade_out_keys", fade_out_keys)
-        if delta_eye_arr is not None:
-            delta_eye_arr = np.asarray(delta_eye_arr, dtype=np.float32)
-            if delta_eye_arr.ndim != 2 or delta_eye_arr.shape[1] != EXP_DIM or len(delta_eye_arr) == 0:
-                raise ValueError(f"delta_eye_arr: expected shape (K, {EXP_DIM}) with K ≥ 1, got {delta_eye_arr.shape}")
         if flag_stitching and self.stitch_network is None:
             raise ValueError("motion stitch: flag_stitching is on but no stitch_network was given")
         overall_ctrl = dict(overall_ctrl_info or {})
-        _check_controls("overall_ctrl_info", overall_ctrl)
 
         self.options = options = StitchOptions(
             is_image=is_image, weights=weights, relative_d=relative_d,
@@ -519,7 +461,7 @@ class MotionStitch:
         self._n_frames: int | None = None
         self._blink_schedule: np.ndarray | None = None
         self._set_frame_count(N_d)
-        self._ctrl_info = _ctrl_by_frame(ctrl_info)
+        self._ctrl_info = dict(ctrl_info or {})
 
         # An image source never changes: its pose, keypoints and fade target are fixed now.
         source = as_rows(x_s_info, 1, "source motion")
@@ -534,7 +476,7 @@ class MotionStitch:
         write the fade-in/out ramps into the per-frame controls (`ctrl_info`, or setup's if None)."""
         self._require_setup()
         self._set_frame_count(N_d)
-        frames = self._ctrl_info if ctrl_info is None else _ctrl_by_frame(ctrl_info)
+        frames = self._ctrl_info if ctrl_info is None else ctrl_info
         self._ctrl_info = faded_ctrl_info(frames, N_d, fade_in, fade_out)
 
     def frame_ctrl(self, frame_id: int) -> dict[str, Any]:
@@ -586,9 +528,10 @@ class MotionStitch:
                  **ctrl: Any) -> tuple[np.ndarray, np.ndarray]:
         """Next frame: motion of its (mirrored) source frame and the generated motion (each value
         (1, d)), plus this frame's controls (over the render-wide ones) → x_s, x_d, each
-        (1, 21, 3) float32."""
+        (1, 21, 3) float32. The controls come from the caller, not from `RenderOptions`, so they
+        are checked here, by the options' rule."""
         options = self._require_setup()
-        _check_controls("motion stitch controls", ctrl)
+        ctrl = canonical_controls("motion stitch controls", ctrl)
         return self._stitch_rows(as_rows(x_s_info, 1, "source motion"), as_rows(x_d_info, 1, "driving motion"),
                                  [{**options.overall_ctrl, **ctrl}])
 

@@ -44,6 +44,7 @@ import av
 import numpy as np
 
 from ditto_fast.errors import default_mode, one_line
+from ditto_fast.runtime.threads import resolve_threads
 
 FPS = 25
 DEFAULT_CRF = 18
@@ -129,14 +130,18 @@ class VideoWriter:
 
     `crf` (None: DEFAULT_CRF) is the quality number of either encoder, `preset` (None:
     DEFAULT_PRESET) libx264's; `encoder` is "auto", "libx264" or "h264_nvenc" (see the module
-    docstring; `self.encoder` says which one runs). Use it as a context manager, or end it with
-    `close()` or `abort()`: either stops the encoder thread."""
+    docstring; `self.encoder` says which one runs). `threads` is libx264's frame threads, the
+    thread budget (runtime/threads.py); None or 0 lets x264 choose for the cores it may use.
+    Use it as a context manager, or end it with `close()` or `abort()`: either stops the
+    encoder thread."""
 
     def __init__(self, path: str | Path, width: int, height: int, audio_path: str | Path | None = None,
                  crf: int | None = None, preset: str | None = None, encoder: str = "auto",
-                 queued_frames: int = QUEUED_FRAMES) -> None:
+                 queued_frames: int = QUEUED_FRAMES, threads: int | None = None) -> None:
         self.path = check_writable(path)
         crf, preset = check_x264_options(crf, preset)
+        # 0 is x264's "auto" (1.5 frame threads per core), which the budget's None/0 keeps.
+        x264_threads = 0 if threads is None or threads == 0 else resolve_threads(threads)
         self.encoder = resolve_encoder(encoder)
         if width % 2 or height % 2:
             raise ValueError(f"{self.path}: yuv420p needs even frame sizes, got {width}x{height}")
@@ -157,10 +162,10 @@ class VideoWriter:
             self._video.width, self._video.height = width, height
             self._video.pix_fmt = "yuv420p"
             if self.encoder == "libx264":
-                # threads=0: x264 picks frame threads for the cores it has. PyAV asks codecs for
-                # slice threads unless told otherwise; x264's frame threads (ffmpeg's choice, as in
-                # the reference) compress better and scale further across cores.
-                self._video.options = {"crf": str(crf), "preset": preset, "threads": "0"}
+                # PyAV asks codecs for slice threads unless told otherwise; x264's frame threads
+                # (ffmpeg's choice, as in the reference) compress better and scale further
+                # across cores.
+                self._video.options = {"crf": str(crf), "preset": preset, "threads": str(x264_threads)}
                 self._video.codec_context.thread_type = "FRAME"
             else:
                 self._video.options = {"rc": "vbr", "cq": str(crf), "b": "0", "preset": NVENC_PRESET}

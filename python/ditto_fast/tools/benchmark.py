@@ -5,7 +5,7 @@ Every workload runs the project's own code path (Renderer, engine/offline.py, st
 project's demo portrait and speech, so a figure here is what a render of that size spends in
 that stage:
 
-    from ditto_fast.benchmark import run_benchmark, format_report
+    from ditto_fast.tools.benchmark import run_benchmark, format_report
     record = run_benchmark("checkpoints/synthetic-tiny", stages=["warp", "decode"])
     print(format_report(record))
 
@@ -34,15 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from ditto_fast.demo import demo_speech, write_demo_inputs
+from ditto_fast.avatar import Avatar
 from ditto_fast.engine.offline import FrameRenderer, motion_setup
 from ditto_fast.engine.online import StreamSession
 from ditto_fast.options import RenderOptions
 from ditto_fast.renderer import DEFAULT_CHECKPOINTS, Renderer
-from ditto_fast.stages.audio import FPS, frame_count, offline_features
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.stages.audio import FPS, frame_count
+from ditto_fast.stages.audio_features import feature_extractor, offline_features
 from ditto_fast.stages.motion import SEQ_FRAMES
 from ditto_fast.stages.writer import DEFAULT_CRF, DEFAULT_PRESET, VideoWriter
+from ditto_fast.tools.demo import demo_speech, write_demo_inputs
 
 RECORD_FORMAT = "ditto-fast-bench/1"
 # The encode stage writes one second of video per round, cycling through ENCODE_SAMPLE_FRAMES
@@ -176,7 +177,7 @@ class Workbench:
     def clip_condition(self) -> np.ndarray:
         """(1, 80, C) LMDM condition of one clip: HuBERT features of 80 frames of demo speech."""
         condition, _ = motion_setup(self.renderer.networks, self.avatar, self.options)
-        features = offline_features(demo_speech(SEQ_FRAMES / FPS), self.renderer.networks["hubert"])
+        features = offline_features(feature_extractor(self.renderer.networks), demo_speech(SEQ_FRAMES / FPS))
         return condition(features[:SEQ_FRAMES], 0)[None]
 
     @cached_property
@@ -252,8 +253,8 @@ def _register(bench: Workbench) -> StageRun:
 
 
 def _audio(bench: Workbench) -> StageRun:
-    hubert = bench.renderer.networks["hubert"]
-    return StageRun(lambda: offline_features(bench.speech, hubert), detail=f"{bench.audio_seconds:g} s speech",
+    extractor = feature_extractor(bench.renderer.networks)
+    return StageRun(lambda: offline_features(extractor, bench.speech), detail=f"{bench.audio_seconds:g} s speech",
                     frames=frame_count(len(bench.speech)))
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ditto_fast.avatar import Avatar
+from ditto_fast.backends.base import HostExecutor
 from ditto_fast.contract import HUBERT_LENGTHS, MODELS, TensorInfo, hubert_frames
-from ditto_fast.stages.avatar import Avatar
+from ditto_fast.ops.paste_back import PASTE_SIZE
 from ditto_fast.stages.motion import MOTION_DIM, NUM_BINS, SEQ_FRAMES
-from ditto_fast.stages.paste import PASTE_SIZE
 
 Response = Callable[..., tuple[np.ndarray, ...]]
 
@@ -47,6 +48,7 @@ class ZeroCostNetwork:
     """
 
     device = "cpu"
+    max_batch = None
 
     def __init__(self, name: str, respond: Response) -> None:
         spec = MODELS[name]
@@ -66,6 +68,9 @@ class ZeroCostNetwork:
                 raise ValueError(f"{self.path}: input {expected.name!r} has shape {shape}, "
                                  f"expected {list(expected.shape)}")
         return self._respond(**arrays)
+
+    def executor(self) -> HostExecutor:
+        return HostExecutor(self)
 
 
 def _constant(*outputs: np.ndarray) -> Response:

@@ -9,15 +9,14 @@ carries: the lips open on syllables and close in pauses.
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ditto_fast.synthetic import face_layout as face
+from ditto_fast.stages.audio import SAMPLE_RATE, write_wav
+from ditto_fast.tools.synthetic import face_layout as face
 
-SAMPLE_RATE = 16000
 BOX_FRACTION = face.DETECTOR_BOX_FRACTION
 
 SKIN, SKIN_SHADOW = (224, 178, 150), (196, 146, 120)
@@ -93,17 +92,6 @@ def demo_speech(seconds: float = 4.0, seed: int = 0) -> np.ndarray:
         start += int(rng.uniform(0.35, 0.6) * SAMPLE_RATE)  # a pause between phrases
     noise = rng.normal(0, 0.02, n)
     return (0.25 * envelope * voice / np.abs(voice).max() + noise * envelope).astype(np.float32)
-
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    path = Path(path)
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm.tobytes())
-    return path
 
 
 def write_demo_inputs(folder: str | Path, seconds: float = 4.0) -> tuple[Path, Path]:

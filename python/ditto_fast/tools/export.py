@@ -104,7 +104,9 @@ def _trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], pa
         )
 
 
-def _export(net: TorchNetwork, path: Path, example: dict[str, np.ndarray]) -> None:
+def export_graph(net: TorchNetwork, path: Path, example: dict[str, np.ndarray]) -> None:
+    """Trace `net` on `example` into the ONNX file `path` with the contract's tensor names (no check:
+    `export_network` compares the file with torch afterwards)."""
     spec = MODELS[net.name]
     _trace_to_onnx(net.module, tuple(torch.from_numpy(example[t.name]) for t in spec.inputs), path,
                    tuple(t.name for t in spec.inputs), tuple(t.name for t in spec.outputs))
@@ -146,7 +148,7 @@ def export_network(name: str, pth: Path, out_dir: Path) -> ExportReport:
     net = TorchNetwork(name, pth)
     example = contract_example(name)
     target = out_dir / (NATIVE_WARP_ONNX if name == "warp_network" else ONNX_NAMES[name])
-    _export(net, target, example)
+    export_graph(net, target, example)
     files = [target]  # each one loadable as the network
     if name == "warp_network":  # the TensorRT form with the GridSample3D plugin node
         plugin = out_dir / ONNX_NAMES[name]

@@ -27,9 +27,9 @@ from ditto_fast.backends.onnx_gridsample import (
     to_native,
     to_plugin,
 )
+from ditto_fast.backends.tensorrt_plugin import PLUGIN_ID, PLUGIN_NAME, PLUGIN_NAMESPACE
 from ditto_fast.checkpoints import NATIVE_WARP_ONNX, ONNX_DIR, file_stem
-from ditto_fast.trt_build.plan import BuildPlan
-from ditto_fast.trt_build.plugin import PLUGIN_ID, PLUGIN_NAME, PLUGIN_NAMESPACE
+from ditto_fast.tools.engines.plan import BuildPlan
 
 GridSampleForm = Literal["plugin", "native"]
 GRID_SAMPLE_CHOICES = ("auto", "plugin", "native")

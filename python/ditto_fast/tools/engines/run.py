@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ditto_fast.backends.tensorrt_plugin import register_grid_sample_plugin
 from ditto_fast.contract import MODELS
-from ditto_fast.trt_build.onnx_prep import (
+from ditto_fast.tools.engines.onnx_prep import (
     GRID_SAMPLE_CHOICES,
     find_onnx,
     grid_sample_form,
@@ -25,9 +26,8 @@ from ditto_fast.trt_build.onnx_prep import (
     onnx_folder,
     prepare_onnx,
 )
-from ditto_fast.trt_build.plan import BuildPlan, plan_for
-from ditto_fast.trt_build.plugin import register_grid_sample_plugin
-from ditto_fast.trt_build.tensorrt_build import BuilderSettings, EngineBuilder, EngineBuildError, import_tensorrt
+from ditto_fast.tools.engines.plan import BuildPlan, plan_for
+from ditto_fast.tools.engines.tensorrt_build import BuilderSettings, EngineBuilder, EngineBuildError, import_tensorrt
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ditto_fast.backends.base import MissingBackendError
-from ditto_fast.trt_build.onnx_prep import PreparedOnnx
-from ditto_fast.trt_build.plan import BuildPlan
+from ditto_fast.tools.engines.onnx_prep import PreparedOnnx
+from ditto_fast.tools.engines.plan import BuildPlan
 
 # Layers that only move or describe data: pinning them to fp32 would add casts, not accuracy.
 _DATA_LAYER_TYPES = ("SHAPE", "CONSTANT", "SHUFFLE", "IDENTITY", "GATHER", "SLICE", "CONCATENATION",

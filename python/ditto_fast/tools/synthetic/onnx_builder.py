@@ -14,6 +14,8 @@ from onnx import helper, numpy_helper
 
 OPSET = 20  # the first opset whose GridSample takes 5-D input
 IR_VERSION = 10  # the lowest IR that opset 20 allows, for the widest runtime support
+# The producer name the committed tree was written with (before the module moved under tools/):
+# kept, so that the generator still writes that tree byte for byte.
 PRODUCER = "ditto_fast.synthetic"
 
 Shape = Sequence[int | str]

@@ -19,8 +19,8 @@ import onnx
 
 from ditto_fast.checkpoints import NATIVE_WARP_ONNX, file_stem
 from ditto_fast.diffusion_schedule import cosine_alphas_cumprod
-from ditto_fast.synthetic import face_layout
-from ditto_fast.synthetic.onnx_builder import GraphBuilder
+from ditto_fast.tools.synthetic import face_layout
+from ditto_fast.tools.synthetic.onnx_builder import GraphBuilder
 
 # -- Image representation shared by appearance_extractor and decoder --------------------------
 # Full-range BT.601 (JPEG) luma/chroma: luma keeps full resolution, chroma is halved both ways.

@@ -31,14 +31,14 @@ from ditto_fast.checkpoints import (
     ONNX_DIR,
     PYTORCH_DIR,
     PYTORCH_FILES,
+    SYNTHETIC_MARKER,
     file_stem,
 )
 from ditto_fast.errors import default_mode
-from ditto_fast.export import CORE_NETWORKS, export_tree
-from ditto_fast.synthetic.config_pickles import engine_config, pytorch_config
-from ditto_fast.synthetic.torch_checkpoints import Size, write_checkpoint
+from ditto_fast.tools.export import CORE_NETWORKS, export_tree
+from ditto_fast.tools.synthetic.config_pickles import engine_config, pytorch_config
+from ditto_fast.tools.synthetic.torch_checkpoints import Size, write_checkpoint
 
-MARKER = "SYNTHETIC.md"
 AUX_STEMS = ("insightface_det", "landmark106", "landmark203", "blaze_face", "face_mesh", "hubert")
 PICKLE_PROTOCOL = 4  # fixed, so the bytes do not change with the Python version's default
 
@@ -75,7 +75,7 @@ def _write_tiny_onnx(onnx_dir: Path, tiny_set: dict[str, onnx.ModelProto]) -> No
 
 
 def _write_marker(root: Path, size: str, seed: int) -> None:
-    (root / MARKER).write_text(
+    (root / SYNTHETIC_MARKER).write_text(
         f"# Synthetic Ditto checkpoints ({size})\n\n"
         f"Written by `ditto-fast synth --size {size} --seed {seed}` (ditto_fast {__version__}).\n"
         "Same layout and tensor contract as the official tree; the weights are NOT the\n"
@@ -85,12 +85,12 @@ def _write_marker(root: Path, size: str, seed: int) -> None:
 
 
 def is_synthetic(root: str | Path) -> bool:
-    return (Path(root) / MARKER).is_file()
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
 
 
 def _fill_tree(root: Path, size: Size, seed: int, report: SynthReport,
                progress: Callable[[str], None]) -> None:
-    from ditto_fast.synthetic.tiny_models import build_tiny_onnx_set
+    from ditto_fast.tools.synthetic.tiny_models import build_tiny_onnx_set
 
     _write_configs(root / CFG_DIR)
     progress("configs written")
@@ -128,7 +128,7 @@ def write_synthetic_tree(
         if not overwrite:
             raise FileExistsError(f"{out}: folder exists and is not empty (overwrite replaces it)")
         if not is_synthetic(out):  # never delete a folder this command did not write
-            raise FileExistsError(f"{out}: not a synthetic tree (no {MARKER}); refusing to replace it")
+            raise FileExistsError(f"{out}: not a synthetic tree (no {SYNTHETIC_MARKER}); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
