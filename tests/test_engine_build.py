@@ -23,13 +23,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from ditto_fast.backends import tensorrt_plugin as plugin_module
 from ditto_fast.backends.onnx_gridsample import GridSampleRewriteError
 from ditto_fast.backends.tensorrt_plugin import KERNEL_MODULE, PLUGIN_ID, register_grid_sample_plugin
 from ditto_fast.checkpoints import file_stem, find_tree
 from ditto_fast.cli import main
 from ditto_fast.contract import MODELS
 from ditto_fast.tools.engines import BuildOptions, EngineBuildError, build_engines, plan_for
-from ditto_fast.backends import tensorrt_plugin as plugin_module
 from ditto_fast.tools.engines.onnx_prep import find_onnx, grid_sample_form, prepare_onnx
 from ditto_fast.tools.engines.plan import GRID_SAMPLE_OPS
 

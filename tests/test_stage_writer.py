@@ -237,14 +237,14 @@ class EncoderBroke(RuntimeError):
 def encoder_fails_at(monkeypatch):
     """Make the encoder thread raise while encoding frame `index` (set the returned list's item)."""
     failing_index = [None]
-    real = VideoWriter._encode
+    real = VideoWriter.encode_frame
 
     def failing_encode(self, frame):
         if frame is not None and frame.pts == failing_index[0]:
             raise EncoderBroke(f"frame {frame.pts} could not be encoded")
         real(self, frame)
 
-    monkeypatch.setattr(VideoWriter, "_encode", failing_encode)
+    monkeypatch.setattr(VideoWriter, "encode_frame", failing_encode)
     return failing_index
 
 
@@ -275,7 +275,7 @@ def test_an_encoder_error_after_the_last_write_surfaces_at_close(tmp_path, encod
 
 
 def test_abort_drops_queued_frames_without_encoding_them(tmp_path, monkeypatch):
-    real = VideoWriter._encode
+    real = VideoWriter.encode_frame
     encoded = []
     first_frame_started = threading.Event()
     release = threading.Event()
@@ -286,7 +286,7 @@ def test_abort_drops_queued_frames_without_encoding_them(tmp_path, monkeypatch):
         encoded.append(frame)
         real(self, frame)
 
-    monkeypatch.setattr(VideoWriter, "_encode", slow_encode)
+    monkeypatch.setattr(VideoWriter, "encode_frame", slow_encode)
     writer = VideoWriter(tmp_path / "o.mp4", 64, 64, queued_frames=3)
     for frame in moving_frames(4, 64, 64):  # one in the encoder, three queued
         writer.write(frame)

@@ -216,11 +216,13 @@ class VideoWriter:
             if self._failure is not None or self._cancelled.is_set():
                 continue
             try:
-                self._encode(frame)
+                self.encode_frame(frame)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._failure = exc
 
-    def _encode(self, frame: av.VideoFrame | None) -> None:
+    def encode_frame(self, frame: av.VideoFrame | None) -> None:
+        """Encode and mux one frame (None: flush the encoder). Runs on the encoder thread, never
+        called by users; it is the documented seam where a test injects an encoder fault."""
         # encode() converts rgb24 to the stream's yuv420p (swscale) before libx264 sees it.
         self._container.mux(self._video.encode(frame))
 
@@ -277,7 +279,7 @@ class VideoWriter:
             self._discard()
             raise
         try:
-            self._encode(None)  # flush: x264 still holds its lookahead and B-frames
+            self.encode_frame(None)  # flush: x264 still holds its lookahead and B-frames
             if self._audio is not None:
                 self._mux_audio()
             self._container.close()
