@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import launch_device
+from .launch import launch_device
 
 
 class DdimTables(Protocol):

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import launch_device
+from .launch import launch_device
 
 # One program samples BLOCK_P output points of one batch item for up to BLOCK_C channels: the
 # position and the eight weights of a point are computed once and reused for every channel of the

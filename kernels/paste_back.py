@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import launch_device
+from .launch import launch_device
 
 # One program blends an 8×64 tile of frame pixels with 4 warps: 4 pixels a thread, each with 16
 # gathers (2×2 taps of three render planes and the mask). Rows of 64 keep a warp's frame loads and

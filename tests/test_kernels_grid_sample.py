@@ -14,8 +14,8 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is decorated, i.e. at its module's import
 pytest.importorskip("triton")
 
-from ditto_fast.kernels._launch import launch_device  # noqa: E402
 from ditto_fast.kernels.grid_sample_3d import grid_sample_3d  # noqa: E402
+from ditto_fast.kernels.launch import launch_device  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.float16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import threading
 
+import numpy as np
 import pytest
 
 from ditto_fast.backends.registry import NetworkSet, resolve_backend
@@ -46,3 +47,38 @@ def test_backend_names():
     assert resolve_backend("auto") == "onnxruntime"
     with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
         resolve_backend("openvino")
+
+
+def test_devices_are_checked_and_auxiliary_networks_of_a_torch_set_stay_on_the_cpu():
+    pytest.importorskip("torch")
+    for bad in ("gpu", "cuda:x", "cpu:0", ""):
+        with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+            NetworkSet(find_tree(TINY), device=bad)
+    # A torch set on "cuda" opens detection, landmarks and HuBERT with onnxruntime on the CPU: the
+    # onnxruntime beside a GPU build of torch usually has only its CPU provider.
+    networks = NetworkSet(find_tree(TINY), backend="torch", device="cuda")
+    assert networks.aux_device == "cpu" and networks["hubert"].device == "cpu"
+
+
+def test_replace_and_loaded_are_the_seams_for_a_callers_own_network():
+    networks = NetworkSet(find_tree(TINY))
+    assert networks.loaded() == ()
+    stand_in = object()
+    networks.replace("decoder", stand_in)
+    assert networks["decoder"] is stand_in and networks.loaded() == ("decoder",)
+    with pytest.raises(KeyError, match="no network 'vocoder'"):
+        networks.replace("vocoder", stand_in)
+
+
+def test_executors_are_per_job_and_take_device_arrays():
+    networks = NetworkSet(find_tree(TINY))
+    stitch = networks["stitch_network"]
+    first, second = stitch.executor(), stitch.executor()
+    assert first is not second and first.array_kind == "numpy"
+    kp = np.zeros((1, 21, 3), np.float32)
+    np.testing.assert_array_equal(first(kp_source=kp, kp_driving=kp)[0], stitch(kp_source=kp, kp_driving=kp)[0])
+    torch = pytest.importorskip("torch")
+    bound = stitch.executor("torch")  # an IO binding of its own, on torch tensors where they live
+    (out,) = bound(kp_source=torch.from_numpy(kp), kp_driving=torch.from_numpy(kp))
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_array_equal(out.numpy(), stitch(kp_source=kp, kp_driving=kp)[0])
