@@ -55,6 +55,11 @@ PYTORCH_FILES: dict[str, str] = {
 _PRECISION_SUFFIXES = ("_fp16", "_fp32")
 
 
+def is_synthetic(root: str | Path) -> bool:
+    """Whether the folder `root` was written by `ditto-fast synth` (its marker file is there)."""
+    return (Path(root) / SYNTHETIC_MARKER).is_file()
+
+
 class CheckpointError(FileNotFoundError):
     """A checkpoint tree or one of its files is missing."""
 
@@ -89,7 +94,7 @@ class CheckpointTree:
     @property
     def synthetic(self) -> bool:
         """Whether the tree holds synthetic weights (written by `ditto-fast synth`)."""
-        return (self.root / SYNTHETIC_MARKER).is_file()
+        return is_synthetic(self.root)
 
     def config_path(self, kind: ConfigKind) -> Path:
         if kind not in CONFIG_FILES:

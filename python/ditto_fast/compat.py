@@ -33,6 +33,7 @@ from ditto_fast.engine.online import StreamSession
 from ditto_fast.options import OPTION_NAMES, RenderOptions
 from ditto_fast.renderer import Renderer
 from ditto_fast.stages.audio_features import feature_extractor, offline_features
+from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE
 from ditto_fast.stages.register import register
 from ditto_fast.stages.writer import VideoWriter, check_writable
 
@@ -94,7 +95,7 @@ class StreamSDK:
         self._stream: StreamSession | None = None
         self._stream_writer: threading.Thread | None = None
 
-    def run_chunk(self, audio_chunk: np.ndarray, chunksize: tuple[int, int, int] = (3, 5, 2)) -> None:
+    def run_chunk(self, audio_chunk: np.ndarray, chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE) -> None:
         """Online mode: one audio window as the reference script cuts it (past context included)."""
         if self.avatar is None:
             raise RuntimeError("StreamSDK.run_chunk() before setup()")

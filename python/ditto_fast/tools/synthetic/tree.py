@@ -33,6 +33,7 @@ from ditto_fast.checkpoints import (
     PYTORCH_FILES,
     SYNTHETIC_MARKER,
     file_stem,
+    is_synthetic,
 )
 from ditto_fast.errors import default_mode
 from ditto_fast.tools.export import CORE_NETWORKS, export_tree
@@ -82,10 +83,6 @@ def _write_marker(root: Path, size: str, seed: int) -> None:
         "official ones: the ONNX networks are constructed or random, the .pth files random.\n"
         "Renders made with them show the pipeline working, not Ditto's quality.\n"
     )
-
-
-def is_synthetic(root: str | Path) -> bool:
-    return (Path(root) / SYNTHETIC_MARKER).is_file()
 
 
 def _fill_tree(root: Path, size: Size, seed: int, report: SynthReport,
