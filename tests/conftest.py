@@ -6,8 +6,13 @@ import pathlib
 
 import pytest
 
-# The steering repo's shared/ folder sits beside the project checkout.
-SHARED_REF = pathlib.Path(__file__).resolve().parents[2] / "shared" / "ref"
+_TESTS = pathlib.Path(__file__).resolve().parent
+# The public reference vectors ship with the project (tests/data/README.md). A checkout without
+# them falls back to a shared/ref folder beside the checkout; with neither, the tests that need
+# them skip. Every test and helper takes the folder from this one constant (and its fixture).
+_BUNDLED_REF = _TESTS / "data" / "reference"
+_FALLBACK_REF = _TESTS.parents[1] / "shared" / "ref"
+REFERENCE = _BUNDLED_REF if _BUNDLED_REF.is_dir() else _FALLBACK_REF
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,7 +32,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_ref() -> pathlib.Path:
-    if not SHARED_REF.is_dir():
-        pytest.skip(f"reference data folder {SHARED_REF} is absent")
-    return SHARED_REF
+def reference_data() -> pathlib.Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference data folder {REFERENCE} is absent")
+    return REFERENCE

@@ -1,4 +1,4 @@
-"""Shared helpers of the golden tests (golden README = /work/shared/ref/golden/README.md).
+"""Shared helpers of the golden tests (golden README = tests/data/reference/golden/README.md).
 
 - Where the golden vectors live, and pytest parameters made from what is there: one per file of
   a kind (`golden_files`) or one per numbered case inside the files (`golden_cases`), with the
@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from conftest import SHARED_REF
+from conftest import REFERENCE
 
-GOLDEN = SHARED_REF / "golden"
+GOLDEN = REFERENCE / "golden"
 
 # -- comparisons ------------------------------------------------------------------------------------
 # Bit-exact unless a test had a tolerance before (or a comparison cannot be exact): then the

@@ -9,8 +9,8 @@ import pytest
 from ditto_fast.contract import MODELS, ContractError, TensorInfo, check_model, hubert_frames
 
 
-def test_contract_matches_the_reference_io_contract(shared_ref):
-    reference = json.loads((shared_ref / "io_contract.json").read_text())["models"]
+def test_contract_matches_the_reference_io_contract(reference_data):
+    reference = json.loads((reference_data / "io_contract.json").read_text())["models"]
     assert set(reference) == set(MODELS)
     for name, spec in MODELS.items():
         for side in ("inputs", "outputs"):

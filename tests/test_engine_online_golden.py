@@ -1,6 +1,7 @@
 """The streaming engine against the reference's online driver, for every a2m_online_* run of the
 golden set (golden README §5.5): the run's audio pushed into a `StreamSession` with the run's
-chunksize and settings, the stub networks of README §3, frames taken as they come.
+chunksize and settings, the stub networks of README §3, frames taken as they come, at the
+reference's online length (`end_with_audio=False`: its flush runs past the audio).
 
 Keys compared here: n_written_frames and n_emitted (frames the session hands out),
 emit_frame_idx (the source frame whose f_s reached the warp network), stitch_x_s and
@@ -35,7 +36,7 @@ def test_streamed_frames_carry_the_reference_keypoints(path, weights) -> None:
     failures: list[BaseException] = []
 
     with StreamSession(golden_networks(weights, warp), golden_avatar(case), render_options(case),
-                       chunksize=chunksize(case)) as session:
+                       chunksize=chunksize(case), end_with_audio=False) as session:
         def feed() -> None:
             try:
                 session.push(np.array(case["audio"]))

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import SHARED_REF
+from conftest import REFERENCE
 from ditto_fast.models import NETWORK_CLASSES, TINY_KWARGS, build_network
 from ditto_fast.models.checkpoint_format import STITCH_ENTRY, load_state
 from ditto_fast.models.folding import fold_batch_norm_into_conv, fold_for_inference, fold_spectral_norms
 from ditto_fast.models.warp import identity_grid, keypoint_gaussians, sample_volume
 
-REF_DIR = SHARED_REF
+REF_DIR = REFERENCE
 # LMDM has its own tests (test_models_lmdm.py): its checkpoint holds the inner MotionDecoder.
 NAMES = [name for name in NETWORK_CLASSES if name != "lmdm"]
 NUM_KP = 21

@@ -1,8 +1,8 @@
 """LMDM (motion diffusion transformer), its hoisted sampling step and the DDIM schedule.
 
 Network tests use a tiny model (random weights) so they run in seconds; the full-size checks
-are limited to the state-dict layout. Tests that compare against the reference data in
-/work/shared/ref skip when it is absent.
+are limited to the state-dict layout. Tests that compare against the reference data
+(tests/data/reference) skip when it is absent.
 
 Golden: ddim_tables.npz (golden README §5.8), every steps{S}_ group. Compared: np_alphas_cumprod,
 torch_alphas_cumprod (the module buffer), torch_sqrt_recip1m / recipm1_alphas_cumprod (within
@@ -24,7 +24,7 @@ import pytest
 import torch
 from golden_stubs import golden_cases, load_golden
 
-from conftest import SHARED_REF
+from conftest import REFERENCE
 from ditto_fast.diffusion_schedule import (
     MAX_BETA,
     cosine_alphas_cumprod,
@@ -36,7 +36,7 @@ from ditto_fast.models.checkpoint_format import load_state
 from ditto_fast.models.lmdm import GuidedLMDM, MotionDecoder
 from ditto_fast.models.lmdm_hoisted import HoistedLMDM
 
-REF = SHARED_REF
+REF = REFERENCE
 TINY = dict(latent_dim=32, ff_dim=64, num_layers=2, num_heads=4, num_cond_layers=2)
 FRAMES, MOTION, AUDIO = 80, 265, 1103
 

@@ -83,11 +83,11 @@ def assert_warp_close(ours: np.ndarray, golden_u8: np.ndarray) -> None:
 # --- BlazeFace -------------------------------------------------------------------------------
 
 
-def test_anchors_equal_the_reference(shared_ref):
+def test_anchors_equal_the_reference(reference_data):
     anchors = blazeface_anchors()
     assert anchors.dtype == np.float64
     np.testing.assert_array_equal(anchors, load_golden("blaze_anchors.npz")["anchors"])
-    constants = json.loads((shared_ref / "constants.json").read_text())
+    constants = json.loads((reference_data / "constants.json").read_text())
     np.testing.assert_array_equal(anchors[:, :2], constants["blazeface_anchors_xy_896"])
     assert np.all(anchors[:, 2:] == constants["blazeface_anchor_wh_all"])
 

@@ -24,12 +24,12 @@ from ditto_fast.ops.paste_back import PasteBack, paste_mask, render_to_hwc
 PUTBACK_CASES = golden_cases("putback*.npz", "case")
 
 
-def test_mask_is_the_reference_mask(shared_ref: pathlib.Path) -> None:
+def test_mask_is_the_reference_mask(reference_data: pathlib.Path) -> None:
     mask = paste_mask()
-    expected = np.load(shared_ref / "putback_mask_512.npy")
+    expected = np.load(reference_data / "putback_mask_512.npy")
     assert mask.dtype == np.float32 and mask.shape == (512, 512)
     np.testing.assert_array_equal(mask, expected)
-    constants = json.loads((shared_ref / "constants.json").read_text())["putback_mask_512"]
+    constants = json.loads((reference_data / "constants.json").read_text())["putback_mask_512"]
     assert hashlib.sha256(mask.tobytes()).hexdigest() == constants["sha256_of_raw_bytes"]
     np.testing.assert_array_equal(mask[256, :30], np.asarray(constants["row256_first30"], np.float32))
 

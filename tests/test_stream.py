@@ -73,18 +73,23 @@ class RecordingHubert:
         return self.inner(input_values=input_values)
 
 
-@pytest.mark.parametrize("seconds,overlap", [(1.0, 70), (1.37, 75), (2.0, 70)])
-def test_frame_count_follows_the_reference_rule(renderer, avatar, seconds, overlap):
+@pytest.mark.parametrize("seconds,overlap", [(1.0, 70), (1.37, 75), (2.0, 70), (0.1, 70)])
+def test_a_stream_ends_with_its_audio(renderer, avatar, seconds, overlap):
     audio = demo_speech(seconds)
     with renderer.stream(avatar, overlap_v2=overlap, seed=0) as session:
         frames = run(session, audio)
-    assert len(frames) == expected_frames(len(audio), overlap)
+    assert len(frames) == frame_count(len(audio)) == math.ceil(seconds * 25)
+    with renderer.stream(avatar, overlap_v2=overlap, seed=0, end_with_audio=False) as session:
+        reference_length = run(session, audio)
+    assert len(reference_length) == expected_frames(len(audio), overlap)  # the reference's flush runs past it
+    # Trimming only cuts the end: the frames that remain are the reference's own.
+    assert all(np.array_equal(a, b) for a, b in zip(frames, reference_length))
 
 
 @pytest.mark.parametrize("chunksize", [(2, 5, 1), (3, 5, 2), (5, 5, 3)])
 def test_chunk_sizes(renderer, avatar, chunksize):
     audio = demo_speech(1.1)
-    with renderer.stream(avatar, chunksize=chunksize, overlap_v2=75, seed=0) as session:
+    with renderer.stream(avatar, chunksize=chunksize, overlap_v2=75, seed=0, end_with_audio=False) as session:
         frames = run(session, audio)
     assert len(frames) == expected_frames(len(audio), 75, chunksize)
 
@@ -126,7 +131,7 @@ def test_push_sizes_formats_and_rates(renderer, avatar):
                            [:, None], 2, axis=1).astype(np.float32)
     with renderer.stream(avatar, seed=0) as session:
         frames = run(session, stereo_44k, piece=4410, sample_rate=44100)
-    assert abs(len(frames) - len(reference)) <= 5  # the resampled length may round to the next window
+    assert len(frames) == len(reference) == 30  # 1.2 s, at whatever rate it came
 
 
 def test_silence_keeps_the_avatar_idle(renderer, avatar):
@@ -153,7 +158,9 @@ def test_interrupt_drops_queued_audio_and_goes_on(renderer, avatar):
                 session.end()
     assert not feeder.is_alive()
     assert indices == list(range(len(indices)))  # numbering goes on without a gap
-    assert len(indices) < expected_frames(len(speech), 70)  # most of the speech was dropped
+    assert len(indices) < frame_count(len(speech))  # most of the speech was dropped
+    # After the interrupt the stream ends with the audio pushed since: 0.5 s, 13 frames.
+    assert session.stats.frames_emitted == len(indices) >= 13
 
 
 def test_a_slow_consumer_blocks_the_producer_instead_of_growing_memory(renderer, avatar):
@@ -177,7 +184,7 @@ def test_a_slow_consumer_blocks_the_producer_instead_of_growing_memory(renderer,
     assert session.queued_windows <= 2
     taken = sum(1 for _ in session.frames(timeout=60))  # draining lets it finish
     feeder.join(timeout=60)
-    assert done.is_set() and taken == expected_frames(len(audio), 75)
+    assert done.is_set() and taken == frame_count(len(audio))
     session.close()
 
 
@@ -186,7 +193,9 @@ def test_stats(renderer, avatar):
     with renderer.stream(avatar, seed=0) as session:
         frames = run(session, audio)
     stats = session.stats.as_dict()
-    assert stats["frames_emitted"] == len(frames)
+    assert stats["frames_emitted"] == stats["frames_taken"] == len(frames) == frame_count(len(audio))
+    assert stats["dropped_frames"] == 0 and 0 <= stats["late_frames"] < len(frames)
+    assert (stats["chunksize"], stats["overlap_v2"]) == ([3, 5, 2], 70)
     assert stats["first_frame_latency_s"] > 0 and stats["real_time_factor"] > 0
     assert abs(stats["audio_seconds"] - 1.5) < 1e-6
     assert len(session.stats.chunk_latencies) == len(reference_windows(audio))
@@ -213,7 +222,7 @@ def test_stream_command(tmp_path, capsys):
     assert main(["stream", "--source", str(portrait), "--audio", str(speech), "--checkpoints", str(TINY),
                  "--out", str(out), "--stats-json", str(stats), "--seed", "0"]) == 0
     figures = json.loads(stats.read_text())
-    expected = expected_frames(len(load_audio(speech)), 70)
+    expected = frame_count(len(load_audio(speech)))
     assert figures["frames_emitted"] == expected
     assert capsys.readouterr().out.startswith(f"{expected} frames from 1.00 s of audio")
     with av.open(str(out)) as container:
@@ -238,3 +247,26 @@ def test_shim_run_chunk_follows_the_reference_online_script(tmp_path):
     sdk.close()
     with av.open(str(sdk.tmp_output_path)) as container:
         assert sum(1 for _ in container.decode(video=0)) == expected_frames(16000, 70)
+
+
+def test_late_and_dropped_frames_are_counted(renderer, avatar):
+    from ditto_fast.engine.online import StreamSession
+
+    options = renderer.options(online_mode=True, overlap_v2=75, seed=0)
+    with StreamSession(renderer.networks, avatar, options, ring_slots=2) as session:
+        session.push(demo_speech(1.0))
+        session.end()
+        for _ in session.frames(timeout=60):
+            time.sleep(0.08)  # a player that takes a frame every 80 ms falls behind a 25 fps clock
+    assert session.stats.late_frames > 0 and session.stats.max_lateness > 0.04
+    assert session.stats.dropped_frames == 0
+
+    with StreamSession(renderer.networks, avatar, options) as session:
+        session.push(demo_speech(1.0))
+        session.end()
+        next(iter(session.frames(timeout=60)))
+        deadline = time.monotonic() + 60
+        while session.stats.frames_emitted < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Closed with frames made but never taken: the ring held them, now they are dropped.
+    assert session.stats.dropped_frames == session.stats.frames_emitted - 1 > 0

@@ -13,14 +13,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import SHARED_REF
+from conftest import REFERENCE
 from ditto_fast import contract
 from ditto_fast.backends.onnx_gridsample import count_plugin_nodes, to_native, to_plugin
 from ditto_fast.diffusion_schedule import cosine_alphas_cumprod
 from ditto_fast.tools.synthetic import face_layout
 from ditto_fast.tools.synthetic.tiny_models import blazeface_anchor_centres, build_tiny_onnx_set
 
-REF = SHARED_REF
+REF = REFERENCE
 NETWORK_OF_FILE = {
     "appearance_extractor.onnx": "appearance_extractor",
     "motion_extractor.onnx": "motion_extractor",

@@ -17,6 +17,18 @@ _LAZY = {
     "Frame": "ditto_fast.engine.offline",
     "RenderJob": "ditto_fast.engine.offline",
     "RenderInfo": "ditto_fast.engine.offline",
+    "StreamSession": "ditto_fast.engine.online",
+    "StreamStats": "ditto_fast.engine.online",
+    # The errors the API documents, each raised with a one-line message naming the file or option.
+    "NoFaceError": "ditto_fast.stages.face_detect",
+    "AudioError": "ditto_fast.stages.audio",
+    "OutputError": "ditto_fast.stages.writer",
+    "CheckpointError": "ditto_fast.checkpoints",
+    "ConfigError": "ditto_fast.config",
+    "ContractError": "ditto_fast.contract",
+    "AvatarFileError": "ditto_fast.avatar",
+    "UnsafePickleError": "ditto_fast.safe_pickle",
+    "MissingBackendError": "ditto_fast.backends.base",
 }
 
 __all__ = ["__version__", *_LAZY]

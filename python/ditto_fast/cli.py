@@ -1,4 +1,8 @@
-"""The `ditto-fast` command line."""
+"""The `ditto-fast` command line.
+
+Only the chosen command's arguments are built (each may import what its defaults need), so
+`ditto-fast --help` and `--version` import nothing heavy. Usage errors exit with status 1, like
+every other error; interruption with 130."""
 
 from __future__ import annotations
 
@@ -31,22 +35,77 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr (redrawn in place when stderr is a terminal)."""
+class UsageErrorParser(argparse.ArgumentParser):
+    """argparse with the project's exit status for usage errors (1, as every error; argparse's
+    own is 2)."""
 
-    def __init__(self, label: str, stream=sys.stderr) -> None:
-        self.label, self.stream = label, stream
-        self.interactive = stream.isatty()
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def note(message: str) -> None:
+    """A status line on stderr, so the user sees what a long silent step is."""
+    print(f"ditto-fast: {message}", file=sys.stderr, flush=True)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr with rate and time left (redrawn in place when stderr is
+    a terminal; a line per second of video in logs). Called with (0, total) before the first frame."""
+
+    def __init__(self, label: str, stream=None) -> None:
+        self.label, self.stream = label, stream or sys.stderr
+        self.interactive = self.stream.isatty()
         self.started = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.interactive and done not in (1, total) and done % 25:
-            return  # in logs, a line every second of video
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        if not self.interactive and done not in (0, 1, total) and done % 25:
+            return
+        elapsed = time.perf_counter() - self.started
         filled = int(30 * done / max(total, 1))
-        line = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} frames, {rate:.1f} frames/s"
+        line = f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} frames"
+        if done:
+            rate = done / max(elapsed, 1e-9)
+            line += f", {rate:.1f} frames/s, {_duration((total - done) / rate)} left"
+        else:
+            line += " (audio features and motion first)"
         end = "\r" if self.interactive and done < total else "\n"
         print(line, end=end, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}" if minutes else f"{seconds} s"
+
+
+class LiveProgress:
+    """The `stream` command's progress line: frames made, audio pushed, real-time factor and late
+    frames; warns once when the stream runs slower than real time."""
+
+    WARN_AFTER_S = 2.0  # of audio: the real-time factor is noise before that
+
+    def __init__(self, session, stream=None) -> None:
+        self.session, self.stream = session, stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self.warned = False
+
+    def __call__(self, frames: int) -> None:
+        stats = self.session.stats
+        factor = stats.real_time_factor
+        if not self.warned and factor is not None and factor > 1 and stats.audio_seconds >= self.WARN_AFTER_S:
+            self.warned = True
+            print(("\n" if self.interactive else "") + "ditto-fast: warning: the stream is slower than real time "
+                  f"(real-time factor {factor:.2f}): frames fall behind the audio", file=self.stream, flush=True)
+        if not self.interactive and frames % 25:
+            return
+        shown = f"{factor:.2f}" if factor is not None else "-"
+        print(f"live: {frames} frames ({frames / 25:.1f} s of video), {stats.audio_seconds:.1f} s of audio pushed, "
+              f"real-time factor {shown}, {stats.late_frames} late", end="\r" if self.interactive else "\n",
+              file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self.interactive:
+            print(file=self.stream)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +115,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
                         help=f"checkpoint tree (default: {DEFAULT_CHECKPOINTS}, synthetic weights)")
-    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                        help="what runs the networks: onnxruntime (CPU, or its CUDA provider), torch (our modules, "
+                             "--device cuda for the GPU path), tensorrt (engines from build-engines); auto is "
+                             "onnxruntime (default: %(default)s)")
     parser.add_argument("--seed", type=int, help="same inputs and seed give identical frames")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any render option, e.g. --set sampling_timesteps=25 --set crop_scale=2.0")
@@ -111,40 +173,62 @@ def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{X264_PRESETS[-1]} (default: %(default)s)")
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
-    from ditto_fast.renderer import Renderer
+def _inputs(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
+    """--source and --audio, or the project's own sample inputs written into `scratch` (--demo)."""
     from ditto_fast.tools.demo import write_demo_inputs
 
     if args.demo == bool(args.source or args.audio):
         raise ValueError("give --source and --audio, or --demo (which makes its own inputs)")
     if not args.demo and not (args.source and args.audio):
         raise ValueError("--source and --audio go together")
-    options = _option_overrides(args)
+    if args.demo:
+        return tuple(str(path) for path in write_demo_inputs(scratch))
+    return args.source, args.audio
+
+
+def _open_renderer(args: argparse.Namespace):
+    from ditto_fast.renderer import Renderer
+
+    note(f"loading {args.checkpoints}" + ("" if args.backend == "auto" else f" ({args.backend} backend)"))
     renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, cfg=args.cfg,
                         frame_batch=args.frame_batch, threads=args.threads)
     if renderer.synthetic:
-        print(f"note: {args.checkpoints} holds synthetic weights: the video shows the pipeline, "
-              "not Ditto's quality", file=sys.stderr)
+        note(f"{args.checkpoints} holds synthetic weights: the video shows the pipeline, not Ditto's quality")
+    return renderer
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    options = _option_overrides(args)
     with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
-        source, audio = (write_demo_inputs(scratch) if args.demo else (args.source, args.audio))
-        result = renderer.render_to_file(source, audio, args.out, preset=args.preset,
+        source, audio = _inputs(args, scratch)
+        renderer = _open_renderer(args)
+        note(f"registering {source}")
+        avatar = renderer.register(source, **options)
+        result = renderer.render_to_file(avatar, audio, args.out, preset=args.preset,
                                          progress=ProgressBar("rendering"), crf=args.crf,
                                          x264_preset=args.x264_preset, encoder=args.encoder, **options)
     print(result.summary() + (" (synthetic weights)" if renderer.synthetic else ""))
     return 0
 
 
-def _add_render(commands) -> None:
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """What render and stream share: inputs (or --demo), the quality preset, emotion and config."""
     from ditto_fast.options import PRESETS
 
-    parser = commands.add_parser("render", help="render a portrait speaking an audio file into an mp4")
     parser.add_argument("--source", help="portrait image (jpg/png/webp) or video (mp4/mov)")
     parser.add_argument("--audio", help="speech audio (wav/flac/ogg/mp3, any rate and channels)")
-    parser.add_argument("--demo", action="store_true", help="render the project's own sample portrait and speech")
-    parser.add_argument("--out", required=True, help="output .mp4 (written only when the render finishes)")
+    parser.add_argument("--demo", action="store_true",
+                        help="use the project's own sample portrait and speech instead of --source/--audio")
     parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="speed/quality starting point")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="speed/quality starting point: DDIM steps " +
+                             ", ".join(f"{name} {values['sampling_timesteps']}" for name, values in PRESETS.items()))
     parser.add_argument("--emo", type=int, help="emotion label 0-7 (4 neutral); lists via --set emo=[3,4]")
+
+
+def _add_render(parser: argparse.ArgumentParser) -> None:
+    _add_job_arguments(parser)
+    parser.add_argument("--out", required=True, help="output .mp4 (written only when the render finishes)")
     _add_encoder_arguments(parser)
     _add_model_arguments(parser)
     _add_device_argument(parser)
@@ -152,18 +236,23 @@ def _add_render(commands) -> None:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
+        return _stream(args, *_inputs(args, scratch))
+
+
+def _stream(args: argparse.Namespace, source: str, audio_path: str) -> int:
     import json
     import threading
 
-    from ditto_fast.renderer import Renderer
     from ditto_fast.stages.audio import SAMPLE_RATE, load_audio
 
-    chunksize = tuple(int(v) for v in args.chunksize.split(","))
     options = _option_overrides(args)
-    renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, frame_batch=args.frame_batch,
-                        threads=args.threads)
-    audio = load_audio(args.audio)
-    session = renderer.stream(args.source, chunksize=chunksize, **options)
+    audio = load_audio(audio_path)
+    renderer = _open_renderer(args)
+    note(f"registering {source}")
+    session = renderer.stream(renderer.register(source, **options), chunksize=args.chunksize, preset=args.preset,
+                              **options)
+    progress = LiveProgress(session)
     piece = SAMPLE_RATE // 25  # replay in 40 ms pieces, as a live source delivers them
 
     def feed() -> None:
@@ -178,28 +267,45 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         feeder = threading.Thread(target=feed, name="ditto-fast-feed")
         feeder.start()
         if args.out:
-            frames = session.write_mp4(args.out, audio_path=args.audio, crf=args.crf, x264_preset=args.x264_preset,
-                                       encoder=args.encoder)
+            frames = session.write_mp4(args.out, audio_path=audio_path, crf=args.crf, x264_preset=args.x264_preset,
+                                       encoder=args.encoder, progress=progress)
         else:
-            frames = sum(1 for _ in session.frames())
+            frames = 0
+            for _ in session.frames():
+                frames += 1
+                progress(frames)
         feeder.join()
-    stats = session.stats.as_dict() | {"chunksize": list(chunksize), "realtime": args.realtime,
-                                       "overlap_v2": session.options.overlap_v2}
+    progress.finish()
+    stats = session.stats.as_dict()
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(stats, indent=2) + "\n")
     latency = stats["first_frame_latency_s"]
     print(f"{frames} frames from {stats['audio_seconds']:.2f} s of audio; first frame after "
           f"{latency * 1000:.0f} ms; mean chunk latency {stats['chunk_latency_mean_s'] * 1000:.0f} ms; "
-          f"real-time factor {stats['real_time_factor']:.2f}"
+          f"real-time factor {stats['real_time_factor']:.2f}; {stats['late_frames']} late frames"
+          + (" (paced in real time)" if args.realtime else "")
           + (" (synthetic weights)" if renderer.synthetic else ""))
     return 0
 
 
-def _add_stream(commands) -> None:
-    parser = commands.add_parser("stream", help="replay an audio file through the live (online) pipeline")
-    parser.add_argument("--source", required=True, help="portrait image or video")
-    parser.add_argument("--audio", required=True, help="speech audio to replay")
-    parser.add_argument("--chunksize", default="3,5,2", help="past,current,future frames per HuBERT window")
+def _chunksize(text: str) -> tuple[int, int, int]:
+    """--chunksize's type: three integers, checked by the options' own rule while parsing."""
+    from ditto_fast.options import check_chunksize
+
+    try:
+        return check_chunksize(tuple(int(value) for value in text.split(",")))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected PAST,CURRENT,FUTURE (e.g. 3,5,2): {exc}") from None
+
+
+def _add_stream(parser: argparse.ArgumentParser) -> None:
+    from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE
+
+    _add_job_arguments(parser)
+    default = ",".join(map(str, DEFAULT_CHUNKSIZE))
+    parser.add_argument("--chunksize", type=_chunksize, default=DEFAULT_CHUNKSIZE, metavar="PAST,CURRENT,FUTURE",
+                        help=f"video frames of context before, frames made by, and frames of look-ahead after each "
+                             f"HuBERT window; more look-ahead adds latency (default: {default})")
     parser.add_argument("--realtime", action="store_true", help="push audio at real-time pace")
     parser.add_argument("--out", help="also write the frames to this mp4")
     parser.add_argument("--stats-json", help="write latency and throughput figures to this JSON file")
@@ -217,11 +323,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export_onnx(commands) -> None:
-    parser = commands.add_parser(
-        "export-onnx",
-        help="export the core networks of a ditto_pytorch/ tree to ONNX, checked against torch",
-    )
+def _add_export_onnx(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pytorch", required=True,
                         help="the ditto_pytorch/ folder, or a checkpoint tree containing it")
     parser.add_argument("--out", required=True, help="folder for the ONNX files")
@@ -245,12 +347,9 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_build_engines(commands) -> None:
+def _add_build_engines(parser: argparse.ArgumentParser) -> None:
     from ditto_fast.contract import MODELS
 
-    parser = commands.add_parser(
-        "build-engines", help="build TensorRT engines for this GPU from a ditto_onnx/ folder (needs TensorRT 10)"
-    )
     parser.add_argument("--onnx", required=True, help="the ditto_onnx/ folder, or a checkpoint tree containing it")
     parser.add_argument("--out", required=True,
                         help="folder for the engines, e.g. <tree>/ditto_trt_custom (names as the configs give them)")
@@ -283,10 +382,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_synth(commands) -> None:
-    parser = commands.add_parser(
-        "synth", help="write a checkpoint tree with the official layout and synthetic weights"
-    )
+def _add_synth(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny",
                         help="tiny: constructed small models (tests, demo); full: real sizes, "
                              "random weights (benchmarks)")
@@ -297,12 +393,9 @@ def _add_synth(commands) -> None:
     parser.set_defaults(run=_cmd_synth)
 
 
-def _add_download(commands) -> None:
+def _add_download(parser: argparse.ArgumentParser) -> None:
     from ditto_fast.tools.download import DEFAULT_PARTS, OFFICIAL_REPO, PARTS
 
-    parser = commands.add_parser(
-        "download", help="fetch the official checkpoint tree (resumable, with progress bars)"
-    )
     parser.add_argument("--out", required=True, help="folder to write the tree into")
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(DEFAULT_PARTS),
                         help=f"parts of the tree to fetch (default: {' '.join(DEFAULT_PARTS)})")
@@ -338,11 +431,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench(commands) -> None:
+def _add_bench(parser: argparse.ArgumentParser) -> None:
     from ditto_fast.tools.benchmark import QUICK_SETTINGS, STAGES, BenchSettings
 
     quick, full = QUICK_SETTINGS, BenchSettings()
-    parser = commands.add_parser("bench", help="time each pipeline stage and the end-to-end paths on a checkpoint tree")
     parser.add_argument("--json", metavar="FILE", help="write the record (machine, settings, every sample) here")
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke test, not figures: rounds={quick.rounds}, audio {quick.audio_seconds:g} s "
@@ -355,27 +447,48 @@ def _add_bench(commands) -> None:
     parser.set_defaults(run=_cmd_bench)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ditto-fast", description="Fast inference engine for the Ditto talking-head model."
-    )
+def _add_info(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(run=_cmd_info)
+
+
+# name → (one-line help, the function adding its parser). Kept in the order `--help` lists them.
+COMMANDS = {
+    "info": ("print the version, CUDA build, visible GPUs and optional packages", _add_info),
+    "render": ("render a portrait speaking an audio file into an mp4", _add_render),
+    "stream": ("replay an audio file through the live (online) pipeline", _add_stream),
+    "synth": ("write a checkpoint tree with the official layout and synthetic weights", _add_synth),
+    "download": ("fetch the official checkpoint tree (resumable, with progress bars)", _add_download),
+    "export-onnx": ("export the core networks of a ditto_pytorch/ tree to ONNX, checked against torch",
+                    _add_export_onnx),
+    "build-engines": ("build TensorRT engines for this GPU from a ditto_onnx/ folder (needs TensorRT 10)",
+                      _add_build_engines),
+    "bench": ("time each pipeline stage and the end-to-end paths on a checkpoint tree", _add_bench),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (given `command`) one whose other commands are listed but not built
+    ("" builds none: enough for `--help` and `--version`)."""
+    from ditto_fast import __version__
+
+    parser = UsageErrorParser(prog="ditto-fast", description="Fast inference engine for the Ditto talking-head model.")
+    parser.add_argument("--version", action="version", version=f"ditto-fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    info = commands.add_parser(
-        "info", help="print the version, CUDA build, visible GPUs and optional packages"
-    )
-    info.set_defaults(run=_cmd_info)
-    _add_render(commands)
-    _add_stream(commands)
-    _add_synth(commands)
-    _add_download(commands)
-    _add_export_onnx(commands)
-    _add_build_engines(commands)
-    _add_bench(commands)
+    for name, (summary, add_arguments) in COMMANDS.items():
+        subparser = commands.add_parser(name, help=summary, description=summary)
+        if command is None or name == command:
+            add_arguments(subparser)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str:
+    """The command named on the line (the first word that is not an option), or ""."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:

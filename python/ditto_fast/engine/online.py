@@ -7,6 +7,15 @@ worker (`OnlineAudio2Motion`), frames from the one frame renderer (pipeline/fram
 offline jobs use too. Two stages overlap on their own threads: "motion" (HuBERT and LMDM for window k+1)
 and "frames" (rendering window k's frames), joined by a short bounded channel.
 
+Length: a stream ends with its audio, as an offline render does: `ceil(seconds × 25)` frames
+for the audio pushed (counted again from each `interrupt()`). The reference's online mode runs
+on through its zero-padded flush windows, a little past the audio; `end_with_audio=False` keeps
+that length (and windows given to `push_window` are never trimmed: their caller made them).
+
+Timing: each frame is due on a player's clock that starts with the first frame, at 25 fps; a
+frame made after that is counted late (a pause in the audio shows as late frames, as it would as
+a freeze in a player). Frames made but never taken (the session closed first) count as dropped.
+
 Back-pressure: windows wait in a bounded queue, motion in a bounded channel and frames in a
 bounded ring. When the consumer is slow the ring fills, the stages wait, the queue fills and
 `push()` blocks: audio is never dropped and memory does not grow. `interrupt()` is the way to
@@ -15,11 +24,13 @@ drop audio. The first error in a stage stops both and is raised by `push`/`frame
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import soxr
@@ -43,16 +54,26 @@ DEFAULT_QUEUED_WINDOWS = 8  # ~1.6 s of audio at the default chunk size
 QUEUED_MOTION = 2  # windows' worth of motion waiting for the frames stage
 
 
+LATE_MARGIN_S = 0.5 / FPS  # a frame is late when it misses its due time by more than half a frame
+
+
 @dataclass
 class StreamStats:
-    """Latency and throughput of a stream, in seconds of wall time."""
+    """Latency and throughput of a stream, in seconds of wall time. `as_dict()` is what
+    `ditto-fast stream --stats-json` writes."""
 
+    chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE
+    overlap_v2: int = 0
     first_frame_latency: float | None = None  # first push → first frame ready
     chunk_latencies: list[float] = field(default_factory=list)  # window complete → its frames ready
-    frames_emitted: int = 0
+    frames_emitted: int = 0  # frames made and handed to the ring
+    frames_taken: int = 0  # frames the consumer took
+    late_frames: int = 0  # frames made after their due time (module docstring)
+    dropped_frames: int = 0  # frames made but never taken: the session closed first
     audio_seconds: float = 0.0  # real audio pushed
     motion_seconds: float = 0.0  # compute time of the motion stage (HuBERT, LMDM)
     frames_seconds: float = 0.0  # compute time of the frames stage (stitch, warp, decode, paste-back)
+    max_lateness: float = 0.0  # seconds the latest frame missed its due time by
 
     @property
     def real_time_factor(self) -> float | None:
@@ -64,15 +85,30 @@ class StreamStats:
     def as_dict(self) -> dict:
         chunks = self.chunk_latencies
         return {
+            "chunksize": list(self.chunksize),
+            "overlap_v2": self.overlap_v2,
             "first_frame_latency_s": self.first_frame_latency,
             "chunk_latency_mean_s": float(np.mean(chunks)) if chunks else None,
             "chunk_latency_max_s": float(np.max(chunks)) if chunks else None,
             "frames_emitted": self.frames_emitted,
+            "frames_taken": self.frames_taken,
+            "late_frames": self.late_frames,
+            "dropped_frames": self.dropped_frames,
+            "max_lateness_s": self.max_lateness,
             "audio_seconds": self.audio_seconds,
             "motion_seconds": self.motion_seconds,
             "frames_seconds": self.frames_seconds,
             "real_time_factor": self.real_time_factor,
         }
+
+
+class _MotionBlock(NamedTuple):
+    """What the motion stage hands the frames stage: the driving motion of one window."""
+
+    motion: np.ndarray  # (n, 265), after the output clamp
+    d0: np.ndarray | None  # the driver's first motion row, once known (the stitch's reference)
+    queued_at: float | None  # when its audio window was queued (None: not from a window)
+    reset: bool = False  # interrupt(): frames from here on follow the audio pushed after it
 
 
 class StreamSession:
@@ -82,10 +118,11 @@ class StreamSession:
     def __init__(self, networks: Mapping[str, Network], avatar: Avatar, options: RenderOptions,
                  chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE, ring_slots: int = DEFAULT_RING_SLOTS,
                  queued_windows: int = DEFAULT_QUEUED_WINDOWS, frame_batch: int = 1, paste_threads: int = 0,
-                 encoder_threads: int | None = None) -> None:
+                 encoder_threads: int | None = None, end_with_audio: bool = True) -> None:
         self.chunksize = check_chunksize(chunksize)
         self.options = options = options.replace(online_mode=True)
-        self.stats = StreamStats()
+        self.stats = StreamStats(chunksize=self.chunksize, overlap_v2=options.overlap_v2)
+        self.end_with_audio = end_with_audio
         self._features = feature_extractor(networks)
         self._cutter = LiveWindows(self.chunksize, self._features.window_extra_samples)
         condition, a2m = motion_setup(networks, avatar, options)
@@ -101,8 +138,12 @@ class StreamSession:
         self._lock = threading.Lock()  # guards the window cutter and the resampler
         self._resampler: tuple[int, soxr.ResampleStream] | None = None
         self._first_push: float | None = None
+        self._first_frame: tuple[int, float] | None = None  # (index, when ready): the player's clock
         self._ended = False
         self._next_index = 0
+        self._samples = 0  # 16 kHz samples pushed since the start or the last interrupt()
+        self._frames_after_reset: int | None = None  # set by end(): frames the last audio makes
+        self._reset_index = 0  # the frames stage's index at the last interrupt()
         self._generation = 0  # bumped by interrupt(): pushes of an older generation stop queueing
         self._stages = StageGroup("ditto-fast-stream")
         self._stages.on_stop(self._ring.close)
@@ -135,6 +176,7 @@ class StreamSession:
         with self._lock:
             generation = self._generation
             samples = self._to_16k(pcm, sample_rate)
+            self._samples += len(samples)
             self.stats.audio_seconds += len(samples) / SAMPLE_RATE
             ready = self._cutter.push(samples)
         for window in ready:
@@ -166,6 +208,11 @@ class StreamSession:
                 tail = np.zeros(0, np.float32)
                 if self._resampler is not None:  # soxr holds its last samples back until told the stream ended
                     tail = self._resampler[1].resample_chunk(tail, last=True)
+                    self._samples += len(tail)
+                    self.stats.audio_seconds += len(tail) / SAMPLE_RATE
+                if self.end_with_audio and self._samples:
+                    # Read by the frames stage before it renders any flush window's frames.
+                    self._frames_after_reset = math.ceil(self._samples * FPS / SAMPLE_RATE)
                 windows = self._cutter.push(tail) + self._cutter.flush()
             for window in windows:
                 self._put(("window", window, time.perf_counter()))
@@ -176,6 +223,7 @@ class StreamSession:
         frames already rendered are still handed out."""
         with self._lock:
             self._generation += 1
+            self._samples = 0
             self._cutter.reset()
             while True:
                 try:
@@ -210,35 +258,53 @@ class StreamSession:
             else:
                 motion = self._driver.end_motion()
             self.stats.motion_seconds += time.perf_counter() - started
-            self._motion.put((self._driver.a2m.clamp(motion), self._driver.d0,
-                              item[2] if item[0] == "window" else None))
+            self._motion.put(_MotionBlock(self._driver.a2m.clamp(motion), self._driver.d0,
+                                          item[2] if item[0] == "window" else None, reset=item[0] == "reset"))
             if item[0] == "end":
                 self._motion.finish()
                 return
 
     def _make_frames(self) -> None:
         try:
-            for motion, d0, queued_at in self._motion:
+            for block in self._motion:
                 started = time.perf_counter()
-                if d0 is not None:
-                    self._render.stitch.set_d0(d0)
-                self._emit(motion)
+                if block.reset:
+                    self._reset_index = self._next_index
+                if block.d0 is not None:
+                    self._render.stitch.set_d0(block.d0)
+                self._emit(self._within_audio(block.motion))
                 self.stats.frames_seconds += time.perf_counter() - started
-                if queued_at is not None:
-                    self.stats.chunk_latencies.append(time.perf_counter() - queued_at)
+                if block.queued_at is not None:
+                    self.stats.chunk_latencies.append(time.perf_counter() - block.queued_at)
         except RingClosed:
             return  # the session was closed
         self._ring.close()  # end of stream: the consumer drains what is left
 
+    def _within_audio(self, motion: np.ndarray) -> np.ndarray:
+        """The rows of `motion` that still lie within the audio, once end() knows its length."""
+        if self._frames_after_reset is None:
+            return motion
+        return motion[:max(0, self._reset_index + self._frames_after_reset - self._next_index)]
+
     def _emit(self, motion: np.ndarray) -> None:
+        if not len(motion):
+            return
         self._render.render_block(self._writer, self._next_index, motion)
         self._writer.flush()  # live: every frame of the chunk is handed out now, not with the next chunk
         self._next_index += len(motion)
 
     def _count_frame(self, index: int) -> None:
-        self.stats.frames_emitted += 1
-        if self.stats.first_frame_latency is None and self._first_push is not None:
-            self.stats.first_frame_latency = time.perf_counter() - self._first_push
+        now, stats = time.perf_counter(), self.stats
+        stats.frames_emitted += 1
+        if self._first_frame is None:
+            self._first_frame = (index, now)
+            if self._first_push is not None:
+                stats.first_frame_latency = now - self._first_push
+            return
+        lateness = now - (self._first_frame[1] + (index - self._first_frame[0]) / FPS)
+        if lateness > LATE_MARGIN_S:
+            stats.late_frames += 1
+        stats.max_lateness = max(stats.max_lateness, lateness)
 
     def _wake_motion_stage(self) -> None:
         try:
@@ -262,16 +328,18 @@ class StreamSession:
             except RingClosed:
                 self._raise_failure()
                 return
+            self.stats.frames_taken += 1
             try:
                 yield Frame(taken.index, taken.index / FPS, taken.array)
             finally:
                 taken.release()
 
     def write_mp4(self, path, audio_path=None, *, crf: int | None = None, x264_preset: str | None = None,
-                  encoder: str = "auto") -> int:
+                  encoder: str = "auto", progress: Callable[[int], None] | None = None) -> int:
         """Consume the frames into an mp4 as they come (H.264, plus `audio_path`'s audio);
         returns the frame count. The file appears when the stream has ended. `crf`,
-        `x264_preset` and `encoder` are the writer's (see stages/writer.py)."""
+        `x264_preset` and `encoder` are the writer's (see stages/writer.py); `progress(frames)`
+        is called after each frame."""
         from ditto_fast.stages.writer import VideoWriter
 
         height, width = self._ring.shape[:2]
@@ -279,6 +347,8 @@ class StreamSession:
                          encoder=encoder, threads=self._encoder_threads) as writer:
             for frame in self.frames():
                 writer.write(frame.rgb)
+                if progress is not None:
+                    progress(writer.frames)
         return writer.frames
 
     def _raise_failure(self) -> None:
@@ -286,9 +356,10 @@ class StreamSession:
             raise self._stages.failure
 
     def close(self) -> None:
-        """Stop the stages; frames not yet taken are dropped."""
+        """Stop the stages; frames not yet taken are dropped (and counted in `stats`)."""
         self._stages.stop()
         self._stages.wait(timeout=10)
+        self.stats.dropped_frames = self.stats.frames_emitted - self.stats.frames_taken
 
     def __enter__(self) -> StreamSession:
         return self
