@@ -159,6 +159,38 @@ def _engine_folder_order(folder: Path) -> tuple[bool, float, str]:
     return folder.name == SHIPPED_TRT_DIR, -folder.stat().st_mtime, folder.name
 
 
+# The synthetic-tiny tree that checkpoint paths default to. A wheel ships it as package data at
+# PACKAGE_TREE, relative to the ditto_fast package (CMakeLists.txt installs it there;
+# tests/test_package_data.py checks that the two agree); an editable install or a source tree
+# reads it from the checkout, at SOURCE_TREE relative to the repository root.
+PACKAGE_TREE = "data/synthetic-tiny"
+SOURCE_TREE = "checkpoints/synthetic-tiny"
+
+
+def default_tree_candidates() -> tuple[Path, ...]:
+    """Where the default tree may be, in the order `default_tree` looks: the package data of each
+    folder of the ditto_fast package, then the source checkout holding this file. Never the
+    current directory."""
+    import ditto_fast  # this module's own package: already imported
+
+    package_dirs = dict.fromkeys(Path(folder).resolve() for folder in ditto_fast.__path__)
+    source_root = Path(__file__).resolve().parents[2]  # python/ditto_fast/checkpoints.py
+    return (*(folder / PACKAGE_TREE for folder in package_dirs), source_root / SOURCE_TREE)
+
+
+def default_tree() -> Path:
+    """The synthetic-tiny tree a Renderer loads when given none: the wheel's package data, else
+    the source checkout's `checkpoints/synthetic-tiny` (editable installs, source trees)."""
+    candidates = default_tree_candidates()
+    for folder in candidates:
+        if (folder / CFG_DIR).is_dir():
+            return folder
+    raise CheckpointError(
+        f"the default checkpoint tree synthetic-tiny is missing (looked in {', '.join(map(str, candidates))}); "
+        "pass a checkpoint tree (`ditto-fast synth --size tiny --out DIR` writes a synthetic one)"
+    )
+
+
 def find_tree(root: str | Path) -> CheckpointTree:
     """Locate the parts of a checkpoint tree under `root`."""
     root = Path(root)

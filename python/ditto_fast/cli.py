@@ -111,10 +111,10 @@ class LiveProgress:
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments every rendering command shares: which weights, which backend, which options."""
     from ditto_fast.backends.registry import BACKENDS
-    from ditto_fast.renderer import DEFAULT_CHECKPOINTS
 
-    parser.add_argument("--checkpoints", default=str(DEFAULT_CHECKPOINTS),
-                        help=f"checkpoint tree (default: {DEFAULT_CHECKPOINTS}, synthetic weights)")
+    parser.add_argument("--checkpoints",
+                        help="checkpoint tree (default: the synthetic-tiny tree shipped with ditto_fast: synthetic "
+                             "weights, for trying the pipeline)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                         help="what runs the networks: onnxruntime (CPU, or its CUDA provider), torch (our modules, "
                              "--device cuda for the GPU path), tensorrt (engines from build-engines); auto is "
@@ -189,11 +189,12 @@ def _inputs(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
 def _open_renderer(args: argparse.Namespace):
     from ditto_fast.renderer import Renderer
 
-    note(f"loading {args.checkpoints}" + ("" if args.backend == "auto" else f" ({args.backend} backend)"))
+    note(f"loading {args.checkpoints or 'the shipped synthetic-tiny tree'}"
+         + ("" if args.backend == "auto" else f" ({args.backend} backend)"))
     renderer = Renderer(args.checkpoints, backend=args.backend, device=args.device, cfg=args.cfg,
                         frame_batch=args.frame_batch, threads=args.threads)
     if renderer.synthetic:
-        note(f"{args.checkpoints} holds synthetic weights: the video shows the pipeline, not Ditto's quality")
+        note(f"{renderer.checkpoints} holds synthetic weights: the video shows the pipeline, not Ditto's quality")
     return renderer
 
 

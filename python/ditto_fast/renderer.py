@@ -23,7 +23,7 @@ import numpy as np
 
 from ditto_fast.avatar import Avatar
 from ditto_fast.backends.registry import Backend, NetworkSet
-from ditto_fast.checkpoints import CheckpointError, find_tree
+from ditto_fast.checkpoints import default_tree, find_tree
 from ditto_fast.config import load_config
 from ditto_fast.engine.offline import RenderInfo, RenderJob
 from ditto_fast.engine.online import DEFAULT_CHUNKSIZE, StreamSession
@@ -33,7 +33,6 @@ from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio, write_w
 from ditto_fast.stages.register import register
 from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options, resolve_encoder
 
-DEFAULT_CHECKPOINTS = Path("checkpoints") / "synthetic-tiny"
 Source = Avatar | str | Path
 Audio = str | Path | np.ndarray  # a file, or float32 mono samples at 16 kHz
 
@@ -56,7 +55,7 @@ class RenderResult:
 class Renderer:
     """Loads a checkpoint tree once; registers sources and renders audio with them."""
 
-    def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: Backend = "auto",
+    def __init__(self, checkpoints: str | Path | None = None, backend: Backend = "auto",
                  device: str = "cpu", cfg: str | Path | None = None,
                  cfg_overrides: Mapping[str, Mapping[str, Any]] | None = None, frame_batch: int = 1,
                  threads: int | None = None) -> None:
@@ -72,11 +71,9 @@ class Renderer:
             raise ValueError(f"frame_batch must be at least 1, got {frame_batch}")
         self.threads = resolve_threads(threads)  # checked before any work
         self._encoder_threads = threads
-        self.checkpoints = Path(checkpoints)
-        if self.checkpoints == DEFAULT_CHECKPOINTS and not self.checkpoints.is_dir():
-            raise CheckpointError(
-                f"{DEFAULT_CHECKPOINTS}: not found from {Path.cwd()}; run from the repository root, or "
-                "pass checkpoints (`ditto-fast synth --size tiny --out DIR` writes a synthetic tree)")
+        # None: the shipped synthetic-tiny tree, wherever the current directory is; a relative
+        # path the caller gives is relative to it, as any path.
+        self.checkpoints = default_tree() if checkpoints is None else Path(checkpoints)
         tree = find_tree(self.checkpoints)
         self.networks = NetworkSet(tree, backend, device, threads=self.threads)
         self.frame_batch = frame_batch
@@ -107,15 +104,18 @@ class Renderer:
                          paste_threads=self.threads)
 
     def stream(self, source: Source, *, chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE,
-               preset: str | None = None, **options: Any) -> StreamSession:
+               preset: str | None = None, end_with_audio: bool = True, **options: Any) -> StreamSession:
         """A live stream: `push()` audio, take `frames()` as soon as they exist, `end()`.
 
         Defaults come from the tree's online config (online_mode, overlap); see StreamSession
-        for back-pressure, `interrupt()` and `stats`."""
+        for back-pressure, `interrupt()` and `stats`. The stream ends with its audio
+        (ceil(seconds × 25) frames); `end_with_audio=False` keeps the reference's online length,
+        which runs on a little past the audio."""
         resolved = resolve_options({**options, "online_mode": True}, self.online_defaults, preset)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
         return StreamSession(self.networks, avatar, resolved, chunksize, frame_batch=self.frame_batch,
-                             paste_threads=self.threads, encoder_threads=self._encoder_threads)
+                             paste_threads=self.threads, encoder_threads=self._encoder_threads,
+                             end_with_audio=end_with_audio)
 
     @cached_property
     def online_defaults(self) -> dict[str, Any]:
@@ -138,6 +138,8 @@ class Renderer:
         encoder = resolve_encoder(encoder)
         started = time.perf_counter()
         job = self.render(source, audio, preset=preset, **options)
+        if progress is not None:
+            progress(0, job.info.num_frames)  # before the audio features and the first clip's motion
         height, width = job.info.frame_size
         with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
             audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)

@@ -38,7 +38,7 @@ from ditto_fast.avatar import Avatar
 from ditto_fast.engine.offline import FrameRenderer, motion_setup
 from ditto_fast.engine.online import StreamSession
 from ditto_fast.options import RenderOptions
-from ditto_fast.renderer import DEFAULT_CHECKPOINTS, Renderer
+from ditto_fast.renderer import Renderer
 from ditto_fast.stages.audio import FPS, frame_count
 from ditto_fast.stages.audio_features import feature_extractor, offline_features
 from ditto_fast.stages.motion import SEQ_FRAMES
@@ -141,7 +141,7 @@ class Workbench:
     the seed defaults to 0 so rounds repeat the same work.
     """
 
-    def __init__(self, checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: str = "auto",
+    def __init__(self, checkpoints: str | Path | None = None, backend: str = "auto",
                  audio_seconds: float = BenchSettings.audio_seconds,
                  overrides: Mapping[str, Any] | None = None) -> None:
         self.renderer = Renderer(checkpoints, backend=backend)
@@ -483,7 +483,7 @@ def load_record(path: str | Path) -> BenchRecord:
         raise ValueError(f"{path}: malformed bench record ({type(exc).__name__}: {exc})") from None
 
 
-def run_benchmark(checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: str = "auto",
+def run_benchmark(checkpoints: str | Path | None = None, backend: str = "auto",
                   stages: Sequence[str] | None = None, settings: BenchSettings | None = None,
                   overrides: Mapping[str, Any] | None = None,
                   progress: Callable[[str], None] | None = None) -> BenchRecord:
@@ -498,7 +498,7 @@ def run_benchmark(checkpoints: str | Path = DEFAULT_CHECKPOINTS, backend: str = 
             results[name] = measure_stage(name, bench, settings)
             say(f"[{position}/{len(names)}] {name}: median {results[name].timing.median * 1000:.1f} ms")
         run = {
-            "checkpoints": str(checkpoints), "synthetic": bench.renderer.synthetic,
+            "checkpoints": str(bench.renderer.checkpoints), "synthetic": bench.renderer.synthetic,
             "backend": bench.renderer.backend, "rounds": settings.rounds, "warmup": settings.warmup,
             "audio_seconds": settings.audio_seconds, "sampling_timesteps": bench.options.sampling_timesteps,
             "overrides": bench.overrides,
