@@ -74,6 +74,10 @@ class ConditionHandler:
         self.emotions = parse_emo(emo)
         self.eye_f0_mode = eye_f0_mode
 
+    def set_emotion(self, emo: Emotion) -> None:
+        """Emotion of the condition rows made from now on (live streams change it mid-stream)."""
+        self.emotions = parse_emo(emo)
+
     @property
     def num_source_frames(self) -> int:
         return len(self.eye_open)
