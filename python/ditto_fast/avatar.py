@@ -71,6 +71,12 @@ class Avatar:
         return int(self.m_c2o.shape[0])
 
     @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold (what a cache of avatars counts)."""
+        arrays = [self.f_s, self.m_c2o, self.eye_open, self.eye_ball, self.sc, self.frames, *self.motion.values()]
+        return sum(array.nbytes for array in arrays)
+
+    @property
     def frame_size(self) -> tuple[int, int]:
         """(height, width) of the output video."""
         return int(self.frames.shape[1]), int(self.frames.shape[2])

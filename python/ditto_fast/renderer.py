@@ -92,6 +92,11 @@ class Renderer:
         """Resolved options: `overrides` over the preset over the config's defaults."""
         return resolve_options(overrides, self.default_kwargs, preset)
 
+    def online_options(self, preset: str | None = None, **overrides: Any) -> RenderOptions:
+        """Resolved options of a live stream: `overrides` over the preset over the online config's
+        defaults, in online mode."""
+        return resolve_options({**overrides, "online_mode": True}, self.online_defaults, preset)
+
     def register(self, source: str | Path, **options: Any) -> Avatar:
         """Detect, crop and encode a portrait (or every frame of a video) once."""
         return register(source, self.networks, self.options(**options))
@@ -111,7 +116,7 @@ class Renderer:
         for back-pressure, `interrupt()` and `stats`. The stream ends with its audio
         (ceil(seconds × 25) frames); `end_with_audio=False` keeps the reference's online length,
         which runs on a little past the audio."""
-        resolved = resolve_options({**options, "online_mode": True}, self.online_defaults, preset)
+        resolved = self.online_options(preset, **options)
         avatar = source if isinstance(source, Avatar) else register(source, self.networks, resolved)
         return StreamSession(self.networks, avatar, resolved, chunksize, frame_batch=self.frame_batch,
                              paste_threads=self.threads, encoder_threads=self._encoder_threads,

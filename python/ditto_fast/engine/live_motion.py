@@ -254,12 +254,16 @@ class LiveMotion:
         """The motion stage: windows → motion blocks, handed on in order, until the end of the
         stream (after its last block) or `stop()`."""
         generation_rows = 0  # rows handed on in the current generation (what end()'s limit counts)
+        generation = 0  # the generation of the last reset seen
         while True:
             item = self._windows.get()
             started = time.perf_counter()
             kind = item[0]
             if kind == "stop":
                 return
+            if item[-1] < generation:
+                continue  # queued by a push that raced interrupt(): its audio is dropped
+            generation = item[-1]
             if kind == "window":
                 motion = self._driver.push_motion(self._features.chunk(item[1], self.chunksize))
             elif kind == "reset":

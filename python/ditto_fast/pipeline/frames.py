@@ -86,6 +86,12 @@ class FrameRenderer:
         """Paste the decoder's (1, 3, S, S) output of a frame of source frame `source` into `out`."""
         self.paste(self.source.frames[source], image, self.source.m_c2o[source], out=out)
 
+    def paste_to_host(self, source: int, image: Any) -> np.ndarray:
+        """The frame of source frame `source` and the decoder's (1, 3, S, S) output, as a new host
+        array (a session engine's frames outlive any ring slot)."""
+        frame = self.paste(self.source.frames[source], image, self.source.m_c2o[source])
+        return frame if isinstance(frame, np.ndarray) else frame.cpu().numpy()
+
     def render_block(self, writer: Any, first_index: int, motion: np.ndarray) -> None:
         """Render frames first_index, first_index+1, ... of (n, 265) driving motion (after the
         output clamp) into `writer` (from `self.writer`), in order."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -478,6 +478,13 @@ class MotionStitch:
         self._set_frame_count(N_d)
         frames = self._ctrl_info if ctrl_info is None else ctrl_info
         self._ctrl_info = faded_ctrl_info(frames, N_d, fade_in, fade_out)
+
+    def set_overall_controls(self, controls: Controls) -> None:
+        """Replace the render-wide controls (`overall_ctrl_info`) for every frame stitched from now
+        on: how a live stream changes pose deltas and expression mid-stream. Checked by the options'
+        rule; per-frame `ctrl_info` entries still override them."""
+        options = self._require_setup()
+        self.options = replace(options, overall_ctrl=canonical_controls("controls", controls))
 
     def frame_ctrl(self, frame_id: int) -> dict[str, Any]:
         """The per-frame controls of generated frame `frame_id` (empty when it has none)."""
