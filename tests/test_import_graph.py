@@ -91,7 +91,7 @@ def _imports(path: Path) -> set[str]:
 
 # Layers from the top; a module may import its own layer and the ones below it, never above.
 LAYERS = [
-    {"cli", "compat", "serve", "tools"},
+    {"cli", "compat", "serving", "tools"},
     {"renderer"},
     {"engine"},
     {"pipeline"},

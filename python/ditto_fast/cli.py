@@ -452,6 +452,78 @@ def _add_info(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_cmd_info)
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else $DITTO_FAST_TOKEN; empty means none."""
+    import os
+
+    return args.token or os.environ.get("DITTO_FAST_TOKEN") or None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ditto_fast.serving.server import check_exposure, check_packages, serve_renderer
+
+    token = _token(args)
+    check_exposure(args.host, token)  # before minutes of loading
+    check_packages()
+    renderer = _open_renderer(args)
+    note(f"serving on http://{args.host}:{args.port}/ (live sessions at ws://{args.host}:{args.port}/v1/session"
+         + (", bearer token required)" if token else ")"))
+    serve_renderer(renderer, args.host, args.port, max_sessions=args.max_sessions, token=token,
+                   max_batch=args.max_batch, session_defaults=_option_overrides(args), log_level=args.log_level)
+    return 0
+
+
+def _add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; anything but loopback needs a token (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    parser.add_argument("--max-sessions", type=int, metavar="N", help="live sessions at once (default: the engine's)")
+    parser.add_argument("--max-batch", type=int, default=8, metavar="N",
+                        help="frames of different sessions rendered in one batch (default: %(default)s)")
+    parser.add_argument("--token", help="bearer token every request but /healthz must carry (default: "
+                                        "$DITTO_FAST_TOKEN)")
+    parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                        help="uvicorn's log level (default: %(default)s)")
+    _add_model_arguments(parser)
+    _add_device_argument(parser)
+    parser.set_defaults(run=_cmd_serve)
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    from ditto_fast.serving.client import run_clients
+    from ditto_fast.serving.server import check_packages
+
+    check_packages({"websockets": "websockets", "httpx": "httpx"})
+
+    report = run_clients(args.url, args.source, args.audio, args.sessions, args.out_dir, args.stats_json,
+                         token=_token(args), realtime=args.realtime)
+    totals = report["aggregate"]
+    p50, p99 = totals["first_video_latency_p50_s"], totals["first_video_latency_p99_s"]
+    latency = f"first video p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms" if p50 is not None else "no video"
+    factor = totals["real_time_factor_max"]
+    print(f"{totals['sessions_ok']}/{totals['sessions']} sessions ok; {latency}; {totals['frames_sent_total']} "
+          f"frames, {totals['late_frames_total']} late, {totals['dropped_frames_total']} dropped"
+          + (f"; worst real-time factor {factor:.2f}" if factor is not None else "")
+          + (f"; mp4s in {args.out_dir}" if totals["sessions_ok"] else ""))
+    for failed in (r for r in report["sessions"] if not r["ok"]):
+        print(f"session {failed['session']}: {failed['error']}", file=sys.stderr)
+    return 0 if totals["sessions_failed"] == 0 else 1
+
+
+def _add_client(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True, help="the server, ws://HOST:PORT (wss:// behind TLS)")
+    parser.add_argument("--source", required=True, help="portrait image, uploaded once")
+    parser.add_argument("--audio", required=True, help="speech every session sends (any format FFmpeg reads)")
+    parser.add_argument("--sessions", type=int, default=1, metavar="K", help="concurrent sessions (default: 1)")
+    parser.add_argument("--out-dir", required=True, help="folder for session-{k}.mp4")
+    parser.add_argument("--stats-json", help="write per-session and aggregate figures to this JSON file")
+    parser.add_argument("--token", help="bearer token (default: $DITTO_FAST_TOKEN)")
+    parser.add_argument("--no-realtime", dest="realtime", action="store_false",
+                        help="send audio as fast as the server allows instead of at real-time pace")
+    parser.set_defaults(run=_cmd_client)
+
+
 # name → (one-line help, the function adding its parser). Kept in the order `--help` lists them.
 COMMANDS = {
     "info": ("print the version, CUDA build, visible GPUs and optional packages", _add_info),
@@ -464,6 +536,8 @@ COMMANDS = {
     "build-engines": ("build TensorRT engines for this GPU from a ditto_onnx/ folder (needs TensorRT 10)",
                       _add_build_engines),
     "bench": ("time each pipeline stage and the end-to-end paths on a checkpoint tree", _add_bench),
+    "serve": ("serve live sessions over WebSocket, offline renders over HTTP and a demo page", _add_serve),
+    "client": ("load-test a server: K concurrent live sessions, latency and throughput as JSON", _add_client),
 }
 
 
