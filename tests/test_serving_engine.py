@@ -15,7 +15,13 @@ import pytest
 
 from ditto_fast import Renderer
 from ditto_fast.serving.avatar_cache import AvatarCache
-from ditto_fast.serving.engine import MAX_PENDING_FRAMES, MAX_READY_FRAMES, EngineBusy, SessionEngine
+from ditto_fast.serving.engine import (
+    DEFAULT_IDLE_AFTER_S,
+    MAX_PENDING_FRAMES,
+    MAX_READY_FRAMES,
+    EngineBusy,
+    SessionEngine,
+)
 from ditto_fast.stages.audio import SAMPLES_PER_FRAME, frame_count
 from ditto_fast.stages.motion import SEQ_FRAMES
 from ditto_fast.tools.demo import demo_portrait, demo_speech, write_demo_inputs
@@ -223,3 +229,11 @@ def test_avatars_are_registered_once_and_bounded_by_bytes(renderer, portrait, tm
     cache.put("d", avatar)
     assert "b" not in cache and {"a", "c", "d"} <= {k for k in "abcd" if k in cache}
     assert cache.nbytes <= cache.max_bytes
+
+
+def test_capacity_is_measured_from_a_session(renderer):
+    with SessionEngine(renderer) as engine:
+        capacity = engine.measure_capacity(seconds=1.0)
+        assert capacity.frames_per_second > 0 and capacity.sessions == max(1, int(capacity.frames_per_second // 25))
+        assert engine.metrics()["sessions_open"] == 0 and engine.metrics()["frames_rendered_total"] == 25
+        assert engine.idle_after == DEFAULT_IDLE_AFTER_S  # restored

@@ -477,7 +477,9 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; anything but loopback needs a token (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
-    parser.add_argument("--max-sessions", type=int, metavar="N", help="live sessions at once (default: the engine's)")
+    parser.add_argument("--max-sessions", type=int, metavar="N",
+                        help="live sessions at once; past it a session is refused as busy (default: measured at "
+                             "start: the sessions one session's frame rate keeps at 25 fps, at least 1)")
     parser.add_argument("--max-batch", type=int, default=8, metavar="N",
                         help="frames of different sessions rendered in one batch (default: %(default)s)")
     parser.add_argument("--token", help="bearer token every request but /healthz must carry (default: "

@@ -27,6 +27,8 @@ Per session:
   session closed first) are counted as dropped.
 
 Admission: at most `max_sessions` open at once; one more raises `EngineBusy` at once.
+`measure_capacity()` renders one session of the project's demo portrait and gives the number of
+sessions the measured rate keeps at 25 fps (at least one): the default of `ditto-fast serve`.
 Thread safety: every method may be called from any thread; one session's methods from one
 producer thread (push, end, interrupt, controls) and one consumer thread (frames).
 """
@@ -53,13 +55,20 @@ from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE
 from ditto_fast.stages.register import register
 
-# Measured on the 2-core CPU VM with synthetic-tiny (bench/test_serving_bench.py): more sessions
-# than this fall behind real time there; pass max_sessions for other machines and trees.
+# Without a measurement (`measure_capacity`, which `ditto-fast serve` runs at start unless given
+# --max-sessions): a bound on how far sessions slow each other down, not a capacity.
 DEFAULT_MAX_SESSIONS = 4
 DEFAULT_LATENCY_S = 1.0  # open → first frame due: the driver's look-ahead plus compute
 DEFAULT_IDLE_AFTER_S = 0.2  # how far the audio may lag real time before silence fills it
 MAX_PENDING_FRAMES = 60  # motion rows waiting to be rendered, per session
 MAX_READY_FRAMES = 50  # rendered frames waiting to be taken, per session (2 s)
+
+
+class Capacity(NamedTuple):
+    """What `SessionEngine.measure_capacity` measured."""
+
+    frames_per_second: float  # one session's sustained rate, frames after its first
+    sessions: int  # sessions that rate keeps at 25 fps (at least 1; cross-session batching only adds)
 
 
 class EngineBusy(RuntimeError):
@@ -372,6 +381,28 @@ class SessionEngine:
                 "frames_per_second": self.frames_rendered / elapsed if elapsed > 0 else 0.0,
                 "avatars": len(self.avatars),
             }
+
+    def measure_capacity(self, seconds: float = 2.0) -> Capacity:
+        """Render `seconds` of the demo speech through one session of the demo portrait (pushed at
+        once, no idle frames) and size the engine from its sustained frame rate."""
+        import tempfile
+
+        from ditto_fast.tools.demo import demo_speech, write_demo_inputs
+
+        with tempfile.TemporaryDirectory(prefix="ditto_fast_capacity_") as scratch:
+            portrait, _ = write_demo_inputs(scratch, seconds=0.5)
+            avatar = self.add_avatar(portrait)
+        idle_after, self.idle_after = self.idle_after, float("inf")
+        try:
+            session = self.open(avatar, seed=0)
+            session.push(demo_speech(seconds))
+            session.end()
+            times = [time.perf_counter() for _ in session.frames(timeout=600)]
+            session.close()
+        finally:
+            self.idle_after = idle_after
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+        return Capacity(rate, max(1, int(rate // FPS)))
 
     def close(self) -> None:
         """Close every session and stop the scheduler."""

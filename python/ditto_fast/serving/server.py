@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def serve_renderer(renderer, host: str, port: int, *, max_sessions: int | None =
     from ditto_fast.serving.engine import SessionEngine
 
     engine = SessionEngine(renderer, max_sessions=max_sessions, max_batch=max_batch)
+    if max_sessions is None:  # admission from what this machine and tree sustain
+        capacity = engine.measure_capacity()
+        engine.max_sessions = capacity.sessions
+        print(f"ditto-fast: one session renders {capacity.frames_per_second:.1f} frames/s here: admitting "
+              f"{capacity.sessions} session(s) at once (--max-sessions to choose)", file=sys.stderr, flush=True)
     try:
         run_app(create_app(engine, token=token, limits=limits, session_defaults=session_defaults), host, port,
                 limits, log_level)
