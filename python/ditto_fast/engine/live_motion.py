@@ -169,8 +169,15 @@ class LiveMotion:
         if self._ended or frames <= 0:
             return
         with self._lock:
+            tail = np.zeros(0, np.float32)
+            if self._resampler is not None:
+                # The resampler holds the speech's last samples back: they belong before the
+                # silence, and the next speech starts a stream of its own.
+                tail = self._resampler[1].resample_chunk(tail, last=True)
+                self._resampler = None
+                self.audio_seconds += len(tail) / SAMPLE_RATE
             self.idle_seconds += frames / FPS
-            generation, ready = self._place(np.zeros(frames * SAMPLES_PER_FRAME, np.float32))
+            generation, ready = self._place(np.concatenate([tail, np.zeros(frames * SAMPLES_PER_FRAME, np.float32)]))
         self._queue_windows(generation, ready)
 
     def _place(self, samples: np.ndarray) -> tuple[int, list[np.ndarray]]:
@@ -220,13 +227,17 @@ class LiveMotion:
                 self._put(("window", window, time.perf_counter(), generation))
         self._put(("end", generation))
 
-    def interrupt(self) -> None:
-        """Drop all queued audio and return to idle (the avatar's own pose) without a restart."""
+    def interrupt(self, frames_kept: int | None = None) -> None:
+        """Drop all queued audio and return to idle (the avatar's own pose) without a restart.
+        `frames_kept`: how many frames the owner keeps (it dropped the motion past them; default:
+        all the motion stage handed on); the timeline goes on from there. Any thread may call it,
+        also while a `push` waits: that push's audio is dropped too."""
         with self._lock:
             self._generation += 1
             self._timelines[self._generation] = _Timeline()
             self._samples = 0
-            self._head = self._rows_out * SAMPLES_PER_FRAME  # the dropped audio never shows
+            kept = self._rows_out if frames_kept is None else frames_kept
+            self._head = kept * SAMPLES_PER_FRAME  # the dropped audio never shows
             self._cutter.reset()
             while True:
                 try:

@@ -29,8 +29,9 @@ Per session:
 Admission: at most `max_sessions` open at once; one more raises `EngineBusy` at once.
 `measure_capacity()` renders one session of the project's demo portrait and gives the number of
 sessions the measured rate keeps at 25 fps (at least one): the default of `ditto-fast serve`.
-Thread safety: every method may be called from any thread; one session's methods from one
-producer thread (push, end, interrupt, controls) and one consumer thread (frames).
+Thread safety: every method may be called from any thread; one session's push, end and
+controls from one producer thread, its frames from one consumer thread; `interrupt` from any
+thread (also while a `push` waits on back-pressure: that push's audio is dropped too).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ DEFAULT_LATENCY_S = 1.0  # open → first frame due: the driver's look-ahead plu
 DEFAULT_IDLE_AFTER_S = 0.2  # how far the audio may lag real time before silence fills it
 MAX_PENDING_FRAMES = 60  # motion rows waiting to be rendered, per session
 MAX_READY_FRAMES = 50  # rendered frames waiting to be taken, per session (2 s)
+IDLE_BACKLOG_FRAMES = 10  # idle silence is placed only while fewer frames than this wait, per session
 
 
 class Capacity(NamedTuple):
@@ -126,7 +128,10 @@ class LiveSession:
         """Drop queued speech, motion not yet rendered and frames not yet taken but the next one."""
         with self._engine.lock:
             self._dropping = True
-        self.motion.interrupt()
+            self.pending.clear()
+            self.pending_rows = 0
+            kept = self.next_index
+        self.motion.interrupt(frames_kept=kept)  # idle silence follows from the last frame kept
         with self._engine.lock:
             self.pending.clear()
             self.pending_rows = 0
@@ -162,8 +167,9 @@ class LiveSession:
                         raise TimeoutError(f"session {self.id}: no frame within {timeout} s")
                     lock.wait(left)
                 if not self._ready:
-                    self._raise_failure()
-                    return
+                    if self._failure is not None:
+                        raise self._failure
+                    return  # ended and drained, or closed
                 frame = self._ready.popleft()
                 self.stats.frames_taken += 1
                 lock.notify_all()  # room for the scheduler
@@ -288,6 +294,8 @@ class LiveSession:
         motion = self.motion
         if self._closed or motion.ended or motion.queued_windows:
             return
+        if self.pending_rows + self.in_flight + len(self._ready) >= IDLE_BACKLOG_FRAMES:
+            return  # a machine slower than real time: more silence would only delay the next speech
         if (now - self.opened - self._engine.idle_after) > motion.timeline_seconds:
             motion.fill_silence(motion.chunksize[1])
 
