@@ -2,12 +2,13 @@
 
 Each session has its own motion side (engine/live_motion.py: resampling, HuBERT windows, the
 online LMDM driver) on its own thread, and its own stitch state and source (a FrameRenderer).
-One scheduler thread renders for all of them: each tick it takes the frames whose motion is
-ready, earliest deadline first across sessions, up to `max_batch`, stitches them per session,
-runs warp + decode as ONE batch (pipeline/warp_decode.py; frames of different avatars share it),
-pastes each back, and hands it to its session with its slice of the session's audio. On a
-device the batch is what makes N sessions cost less than N engines; on the CPU with the official
-ONNX files (batch 1) the gain is the shared scheduling only (bench/test_serving_bench.py).
+Scheduler workers render for all of them: each takes the frames whose motion is ready, earliest
+deadline first across the sessions no other worker holds, up to `max_batch`, stitches them per
+session, runs warp + decode as ONE batch (pipeline/warp_decode.py; frames of different avatars
+share it), pastes each back, and hands it to its session with its slice of the session's audio.
+On a device one worker runs the batches on one stream, and the batch is what makes N sessions
+cost less than N engines; on the CPU (the official ONNX files take batch 1) a worker per core
+overlaps one batch's stitch and paste-back with another's networks (bench/test_serving_bench.py).
 
 Per session:
 - a clock that starts when it opens: frame i is due at `open + latency + i/25`; a frame made
@@ -105,6 +106,7 @@ class LiveSession:
         self.pending: deque[list] = deque()  # [motion rows, their audio, d0] blocks, under the engine lock
         self.pending_rows = 0
         self.in_flight = 0  # rows the scheduler took and has not delivered yet
+        self.busy = False  # a worker holds this session's rows (under the engine lock)
         self._dropping = False  # interrupt() until the motion side's reset: blocks of old speech are dropped
         self._ready: deque[LiveFrame] = deque()
         self._motion_done = False
@@ -305,10 +307,13 @@ class SessionEngine:
 
     def __init__(self, renderer: Any, *, max_sessions: int | None = None, max_batch: int = 8,
                  avatar_cache_bytes: int = DEFAULT_CACHE_BYTES, latency: float = DEFAULT_LATENCY_S,
-                 idle_after: float = DEFAULT_IDLE_AFTER_S) -> None:
+                 idle_after: float = DEFAULT_IDLE_AFTER_S, workers: int | None = None) -> None:
         """`renderer`: a `ditto_fast.Renderer` (its networks and options are shared by every
         session); `max_batch`: frames per warp/decoder call across sessions (capped at what the
-        warp network's file takes)."""
+        warp network's file takes); `workers`: scheduler threads, each rendering its own batch of
+        other sessions' frames (None: one on a device, where one stream runs the batches; on the
+        CPU one per core of the thread budget, up to 4, so the stitch and paste-back of one batch
+        overlap the networks of another)."""
         self.renderer = renderer
         self.max_sessions = DEFAULT_MAX_SESSIONS if max_sessions is None else max_sessions
         if self.max_sessions < 1:
@@ -316,6 +321,13 @@ class SessionEngine:
         self.latency, self.idle_after = latency, idle_after
         self.avatars = AvatarCache(avatar_cache_bytes)
         self.warp_decode = WarpDecode(renderer.networks, max_batch)
+        if workers is None:
+            workers = 1 if self.warp_decode.array_kind == "torch" else max(1, min(renderer.threads, 4))
+        if workers < 1 or (workers > 1 and self.warp_decode.array_kind == "torch"):
+            raise ValueError(f"workers must be at least 1 (and 1 with device executors), got {workers}")
+        # Each worker has its own executors (host ones: onnxruntime sessions are shared, runs are not).
+        self._warp_decoders = [self.warp_decode] + [WarpDecode(renderer.networks, max_batch)
+                                                    for _ in range(workers - 1)]
         self.lock = threading.Condition()
         self._sessions: dict[str, LiveSession] = {}
         self._running = True
@@ -324,8 +336,10 @@ class SessionEngine:
         self._first_latencies: deque[float] = deque(maxlen=1000)
         self._late_total = self._dropped_total = 0
         self._started = time.perf_counter()
-        self._thread = threading.Thread(target=self._schedule, name="ditto-fast-engine", daemon=True)
-        self._thread.start()
+        self._workers = [threading.Thread(target=self._schedule, args=(worker,), name=f"ditto-fast-engine-{worker}",
+                                          daemon=True) for worker in range(workers)]
+        for thread in self._workers:
+            thread.start()
 
     # -- avatars and sessions ----------------------------------------------------------------------
 
@@ -419,7 +433,8 @@ class SessionEngine:
         with self.lock:
             self._running = False
             self.lock.notify_all()
-        self._thread.join(timeout=10)
+        for thread in self._workers:
+            thread.join(timeout=10)
 
     def __enter__(self) -> SessionEngine:
         return self
@@ -434,7 +449,7 @@ class SessionEngine:
         of their first frame's deadline (under the lock)."""
         budget = self.warp_decode.batch_size
         candidates = [s for s in self._sessions.values()
-                      if s.pending_rows and s.room() > 0 and not s.closed and s._failure is None]
+                      if s.pending_rows and s.room() > 0 and not s.busy and not s.closed and s._failure is None]
         counts: dict[str, int] = {}
         while budget and candidates:
             # The next frame of each candidate is due at due(next + already chosen).
@@ -447,15 +462,19 @@ class SessionEngine:
                         key=lambda pair: pair[0].due(pair[0].next_index))
         return chosen
 
-    def _schedule(self) -> None:
+    def _schedule(self, worker: int) -> None:
+        """One worker: pick a batch (sessions another worker holds are skipped, so each session's
+        frames are stitched and delivered in order), render it, deliver it."""
+        warp_decode = self._warp_decoders[worker]
         while True:
-            now = time.perf_counter()
-            for session in self.sessions:
-                try:
-                    session.fill_idle(now)
-                except Exception as exc:  # noqa: BLE001 - that session fails (or just closed); the engine goes on
-                    if not session.closed:
-                        session.fail(exc)
+            if worker == 0:
+                now = time.perf_counter()
+                for session in self.sessions:
+                    try:
+                        session.fill_idle(now)
+                    except Exception as exc:  # noqa: BLE001 - that session fails (or just closed); the engine goes on
+                        if not session.closed:
+                            session.fail(exc)
             with self.lock:
                 chosen = self._choose()
                 if not chosen:
@@ -465,15 +484,21 @@ class SessionEngine:
                     continue
                 work = []
                 for session, count in chosen:
+                    session.busy = True
                     first, motion, audio = session.take_rows(count)
                     work.append((session, first, motion, audio))
             try:
-                self._render(work)
+                self._render(warp_decode, work)
             except Exception as exc:  # noqa: BLE001 - the batch's sessions fail; the others go on
                 for session, *_ in work:
                     session.fail(exc)
+            finally:
+                with self.lock:
+                    for session, *_ in work:
+                        session.busy = False
+                    self.lock.notify_all()
 
-    def _render(self, work: list[tuple[LiveSession, int, np.ndarray, np.ndarray]]) -> None:
+    def _render(self, warp_decode: WarpDecode, work: list[tuple[LiveSession, int, np.ndarray, np.ndarray]]) -> None:
         """Stitch per session, warp + decode as one batch, paste back, deliver."""
         rows = []  # (session, index, source, x_s row, x_d row, audio)
         for session, first, motion, audio in work:
@@ -487,9 +512,9 @@ class SessionEngine:
                              audio[row * SAMPLES_PER_FRAME:(row + 1) * SAMPLES_PER_FRAME]))
         if not rows:
             return
-        with self.warp_decode.activate():
-            images = self.warp_decode([session.render.features(source) for session, _, source, *_ in rows],
-                                      np.stack([r[3] for r in rows]), np.stack([r[4] for r in rows]))
+        with warp_decode.activate():
+            images = warp_decode([session.render.features(source) for session, _, source, *_ in rows],
+                                 np.stack([r[3] for r in rows]), np.stack([r[4] for r in rows]))
             frames = []
             for position, (session, index, source, _, _, audio) in enumerate(rows):
                 rgb = session.render.paste_to_host(source, images[position:position + 1])
