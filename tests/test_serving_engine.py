@@ -174,6 +174,30 @@ def test_live_controls_apply_from_the_next_frame_and_are_checked(renderer, portr
     assert all(np.abs(x.rgb.astype(int) - y.rgb).mean() > 1 for x, y in zip(a, b))
 
 
+def test_blink_gaps_change_live_and_need_a_blink_table(renderer, portrait):
+    blink = np.zeros((6, 63), np.float32)
+    blink[:, 1::3] = np.linspace(0.02, 0.12, 6)[:, None]  # a visible eyelid motion on every keypoint
+    with SessionEngine(renderer, idle_after=NO_IDLE) as engine:
+        avatar = engine.add_avatar(portrait)
+        with pytest.raises(ValueError, match="blink table"):
+            engine.open(avatar).set_controls(delta_eye_open_n=5)
+        options = {"seed": 0, "drive_eye": True, "delta_eye_arr": blink, "delta_eye_open_n": -1}
+        steady, blinking = engine.open(avatar, **options), engine.open(avatar, **options)
+        blinking.set_controls(delta_eye_open_n=3)  # from "never" to every 3 frames
+        with pytest.raises(ValueError, match="delta_eye_open_n"):
+            blinking.set_controls(delta_eye_open_n="often")
+        results = {steady.id: [], blinking.id: []}
+        threads = [consume(s, results[s.id]) for s in (steady, blinking)]
+        for session in (steady, blinking):
+            session.push(demo_speech(0.6))
+            session.end()
+        for thread in threads:
+            thread.join(timeout=120)
+    differing = [np.abs(a.rgb.astype(int) - b.rgb).max() > 0 for a, b in zip(results[steady.id],
+                                                                          results[blinking.id], strict=True)]
+    assert any(differing) and not all(differing)  # blinks on some frames, open eyes between them
+
+
 def test_a_failing_session_and_a_stalled_one_touch_no_other(renderer, portrait, monkeypatch):
     with SessionEngine(renderer, idle_after=NO_IDLE) as engine:
         avatar = engine.add_avatar(portrait)

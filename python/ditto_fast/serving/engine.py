@@ -144,11 +144,17 @@ class LiveSession:
 
     def set_controls(self, **controls: Any) -> None:
         """`emo` (a RenderOptions.emo value) for the next motion clip; the stitch's frame controls
-        (delta_pitch/yaw/roll, alpha_*, delta_exp, vad_alpha, fade_alpha) from the next frame."""
+        (delta_pitch/yaw/roll, alpha_*, delta_exp, vad_alpha, fade_alpha) and the eyes' blink gaps
+        (`delta_eye_open_n`: -1 never, N frames, 0 random; needs a blink table) from the next frame."""
         emo = controls.pop("emo", None)
-        frame_controls = canonical_controls("controls", controls) if controls else None  # checked before any change
+        gaps = controls.pop("delta_eye_open_n", None)
+        if gaps is not None:  # checked by the options' rule before any change
+            gaps = self.motion.options.replace(delta_eye_open_n=gaps).delta_eye_open_n
+        frame_controls = canonical_controls("controls", controls) if controls else None
         if emo is not None:
             self.motion.set_emotion(emo)
+        if gaps is not None:  # an attribute swap, as the controls: the next stitch reads it whole
+            self.render.stitch.set_blink_gaps(gaps)
         if frame_controls is not None:
             # One attribute swap: the scheduler's next stitch reads the new controls whole.
             merged = {**self.render.stitch.options.overall_ctrl, **frame_controls}

@@ -486,6 +486,19 @@ class MotionStitch:
         options = self._require_setup()
         self.options = replace(options, overall_ctrl=canonical_controls("controls", controls))
 
+    def set_blink_gaps(self, open_n: BlinkGaps) -> None:
+        """Blink with `open_n` gaps (a `RenderOptions.delta_eye_open_n` value, checked there) from
+        the next frame stitched on: a live stream's eye control. Needs a blink table."""
+        options = self._require_setup()
+        if not options.blinks:
+            raise ValueError("blink gaps need driven eyes with a blink table (drive_eye and delta_eye_arr)")
+        self.options = replace(options, delta_eye_open_n=open_n)
+        length = len(self._blink_schedule)
+        drawn = eye_blink_indices(length, len(options.delta_eye_arr), open_n, self._rng)
+        schedule = np.empty(length, dtype=np.intp)
+        schedule[(self._frame + np.arange(length)) % length] = drawn  # the schedule is read from frame on
+        self._blink_schedule = schedule
+
     def frame_ctrl(self, frame_id: int) -> dict[str, Any]:
         """The per-frame controls of generated frame `frame_id` (empty when it has none)."""
         self._require_setup()
