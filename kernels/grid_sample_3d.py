@@ -31,6 +31,13 @@ _DTYPES = (torch.float16, torch.float32)
 
 
 @triton.jit
+def _clamp_coordinate(position, size):
+    """`position` in [−2, size + 1], NaN → −2: a point outside reads zeros, as torch's."""
+    position = tl.where(position != position, -2.0, position)
+    return tl.minimum(tl.maximum(position, -2.0), size + 1.0)
+
+
+@triton.jit
 def _grid_sample_3d_kernel(input_ptr, grid_ptr, out_ptr, C, D, H, W, P,
                            BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     point_block = tl.program_id(0)
@@ -46,11 +53,13 @@ def _grid_sample_3d_kernel(input_ptr, grid_ptr, out_ptr, C, D, H, W, P,
 
     # align_corners=False: ((g + 1)·size − 1) / 2, the halving as an exact ·0.5 (Triton's fp32
     # division is an approximate one on the GPU). Clamping to [−2, size + 1] changes only points
-    # whose corners all lie outside (they sample 0 either way); it keeps inf and NaN (which the
-    # max turns into −2) out of the float → int conversion, matching torch's zeros there.
-    x = tl.minimum(tl.maximum(((gx + 1.0) * W - 1.0) * 0.5, -2.0), W + 1.0)
-    y = tl.minimum(tl.maximum(((gy + 1.0) * H - 1.0) * 0.5, -2.0), H + 1.0)
-    z = tl.minimum(tl.maximum(((gz + 1.0) * D - 1.0) * 0.5, -2.0), D + 1.0)
+    # whose corners all lie outside (they sample 0 either way); it keeps inf and NaN out of the
+    # float → int conversion, matching torch's zeros there. NaN is replaced explicitly: whether
+    # tl.maximum drops or propagates it differs between Triton versions (3.6's interpreter
+    # propagates it) and hardware.
+    x = _clamp_coordinate(((gx + 1.0) * W - 1.0) * 0.5, W)
+    y = _clamp_coordinate(((gy + 1.0) * H - 1.0) * 0.5, H)
+    z = _clamp_coordinate(((gz + 1.0) * D - 1.0) * 0.5, D)
     x_floor, y_floor, z_floor = tl.floor(x), tl.floor(y), tl.floor(z)
     x0, y0, z0 = x_floor.to(tl.int32), y_floor.to(tl.int32), z_floor.to(tl.int32)
     # torch's weight form: distance to the opposite corner, (x0 + 1) − x and x − x0.

@@ -58,14 +58,16 @@ def test_try_it_commands_do_what_their_comments_say(line, tmp_path):
             assert json.loads((tmp_path / path).read_text())["frames_emitted"] == int(frames.group(1))
 
 
-def _ci_copy(tmp_path: pathlib.Path, main_command: str, test_command: str) -> subprocess.CompletedProcess:
+def _ci_copy(tmp_path: pathlib.Path, main_command: str, test_command: str,
+             kernel_command: str | None = None) -> subprocess.CompletedProcess:
     """Run .ci/run in a git repository whose README holds harmless commands (CI clones it for the
     first run, in a fresh virtual environment)."""
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
     (tmp_path / "README.md").write_text(
         f"<!-- main-command -->\n```bash\n{main_command}\n```\n\n"
-        f"<!-- test-command -->\n```bash\n{test_command}\n```\n")
+        f"<!-- test-command -->\n```bash\n{test_command}\n```\n"
+        + (f"\n<!-- kernel-command -->\n```bash\n{kernel_command}\n```\n" if kernel_command else ""))
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -97,3 +99,11 @@ def test_ci_fails_when_the_main_job_leaves_no_video(tmp_path):
 def test_ci_fails_when_the_test_command_fails(tmp_path):
     result = _ci_copy(tmp_path, "echo made --out demo.mp4 > demo.mp4", "false")
     assert result.returncode != 0
+
+
+def test_ci_runs_the_kernel_command_in_a_venv_of_its_own(tmp_path):
+    result = _ci_copy(tmp_path, "echo made --out demo.mp4 > demo.mp4", "echo tests-ran",
+                      'python3 -c "import sys; print(\'kernels in\', sys.prefix)"')
+    assert result.returncode == 0, result.stderr
+    ran = [line for line in result.stdout.splitlines() if line.startswith("kernels in ")]
+    assert len(ran) == 1 and ran[0].endswith("/kernels")  # the venv .ci/run made, not this one
