@@ -195,6 +195,28 @@ def test_no_face_names_the_file(renderer, inputs):
         blind.register(inputs[0])
 
 
+@pytest.mark.parametrize("kind", ["flat grey", "noise", "landscape"])
+def test_images_without_a_face_fail_with_the_no_face_error(kind, inputs, tmp_path, capsys):
+    """The shipped synthetic detector answers faces only, so the no-face path runs end to end."""
+    import cv2
+
+    from ditto_fast.cli import main
+
+    rng = np.random.default_rng(0)
+    image = {
+        "flat grey": np.full((480, 640, 3), 128, np.uint8),
+        "noise": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        "landscape": np.concatenate([np.full((200, 640, 3), (230, 170, 120), np.uint8),  # sky over grass
+                                     np.full((280, 640, 3), (50, 130, 60), np.uint8)]),
+    }[kind]
+    source, out = tmp_path / "picture.png", tmp_path / "out.mp4"
+    cv2.imwrite(str(source), image)
+    assert main(["render", "--source", str(source), "--audio", str(inputs[1]), "--out", str(out)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"ditto-fast render: error: {source}: no face found (no detection scored >= 0.5)"]
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
 def test_missing_model_file_is_named(tmp_path):
     import shutil
 

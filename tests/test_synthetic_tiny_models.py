@@ -17,6 +17,7 @@ from conftest import REFERENCE
 from ditto_fast import contract
 from ditto_fast.backends.onnx_gridsample import count_plugin_nodes, to_native, to_plugin
 from ditto_fast.diffusion_schedule import cosine_alphas_cumprod
+from ditto_fast.tools.demo import demo_portrait
 from ditto_fast.tools.synthetic import face_layout
 from ditto_fast.tools.synthetic.tiny_models import blazeface_anchor_centres, build_tiny_onnx_set
 
@@ -445,14 +446,24 @@ def test_alphas_cumprod_matches_the_reference_table():
 
 
 # -- Face detection and landmarks -----------------------------------------------------------------
-def _letterbox(height: int, width: int) -> tuple[np.ndarray, int, int]:
-    """The detector blob of a (height, width) frame (§4.8) and the letterboxed size."""
+def _letterbox(height: int, width: int, face: bool = True) -> tuple[np.ndarray, int, int]:
+    """The detector blob of a (height, width) frame (§4.8) and the letterboxed size: the demo
+    portrait centred on a textured background (or, `face=False`, the texture alone)."""
     ratio = height / width
     new_h, new_w = (512, int(512 / ratio)) if ratio > 1 else (int(512 * ratio), 512)
     canvas = np.zeros((512, 512, 3))
     canvas[:new_h, :new_w] = np.round(_test_image(new_h, new_w, seed=3) * 255)
-    canvas[new_h // 3:new_h // 2, new_w // 4:new_w // 3] = 0  # black inside the frame is fine
+    if face:
+        side = min(new_h, new_w) // 2 * 2
+        top, left = (new_h - side) // 2, (new_w - side) // 2
+        canvas[top:top + side, left:left + side] = demo_portrait(side)
+    canvas[:new_h // 8, :new_w // 8] = 0  # black inside the frame (away from the face) is fine
     return _nchw((canvas[..., ::-1] - 127.5) / 128), new_h, new_w
+
+
+def test_detector_finds_no_face_in_a_texture(nets):
+    blob, _, _ = _letterbox(1024, 1024, face=False)
+    assert _scrfd_faces(nets("insightface_det", image=blob)) == []
 
 
 @pytest.mark.parametrize("height, width", [(1024, 1024), (1200, 900), (720, 1280)])

@@ -60,6 +60,15 @@ SCRFD_STRIDES = (8, 16, 32)
 DETECTOR_PAD_VALUE = (0 - 127.5) / 128  # a black canvas pixel after (px − 127.5)/128
 MIN_VALID_EXTENT = 16.0  # pixels; keeps the box sane for an all-black image
 FACE_SCORE, BACKGROUND_SCORE = 0.89, 0.01
+# The detector's faceness test, in box units: luminance over a small window at each eye, the
+# mouth, both cheeks and the chin; a face has every skin window brighter than every dark one by
+# FACE_CONTRAST (after the detector's (px − 127.5)/128 scaling: 40 grey levels). The demo portrait
+# has 94; a flat image has 0, and uniform noise over 5×5-point windows has ~15 levels of spread.
+FACE_DARK_POINTS = (face_layout.EYE_CENTRE, (-face_layout.EYE_CENTRE[0], face_layout.EYE_CENTRE[1]),
+                    (0.0, face_layout.MOUTH_Y))
+FACE_SKIN_POINTS = ((0.22, 0.02), (-0.22, 0.02), (0.0, 0.28))
+FACE_WINDOW_RADIUS = 0.02  # box units: inside the iris (0.022) and the lips
+FACE_CONTRAST = 40 / 128
 BLAZE_SIZE = 128
 BLAZE_FACE_LOGIT, BLAZE_BACKGROUND_LOGIT = 4.0, -6.0
 MESH_PRESENCE_LOGIT = 10.0
@@ -285,16 +294,36 @@ def scrfd_anchor_centres(stride: int) -> np.ndarray:
     return np.repeat(np.stack([x.ravel(), y.ravel()], -1) * stride, 2, axis=0).astype(np.float64)
 
 
+def _faceness(g: GraphBuilder, image: str, centre: str, side: str) -> str:
+    """(1,) 1.0 when the box centred at `centre` (x, y pixels) of side `side` holds a face's
+    light and dark layout (FACE_* above), else 0.0: the synthetic detector answers faces only."""
+    window = np.linspace(-FACE_WINDOW_RADIUS, FACE_WINDOW_RADIUS, 5)
+    offsets = np.stack(np.meshgrid(window, window), -1).reshape(-1, 2)
+    features = np.array(FACE_DARK_POINTS + FACE_SKIN_POINTS)
+    points = (features[:, None, :] + offsets[None]).reshape(-1, 2)  # (features·25, 2) box units
+    pixels = g.op("Add", centre, g.op("Mul", side, g.const(points)))
+    grid = g.op("Sub", g.op("Mul", g.op("Add", pixels, g.const(0.5)), g.const(2.0 / DETECTOR_SIZE)), g.const(1.0))
+    grid = g.reshape(grid, 1, 1, len(points), 2)
+    sampled = g.op("GridSample", image, grid, mode="linear", padding_mode="border", align_corners=0)
+    luminance = g.reshape(g.op("ReduceMean", sampled, g.ints(1), keepdims=0), len(features), len(offsets))
+    means = g.op("ReduceMean", luminance, g.ints(1), keepdims=0)  # (features,)
+    dark = g.op("ReduceMax", g.slice(means, 0, 0, len(FACE_DARK_POINTS)), keepdims=1)
+    skin = g.op("ReduceMin", g.slice(means, 0, len(FACE_DARK_POINTS), len(features)), keepdims=1)
+    return g.op("Cast", g.op("Greater", g.op("Sub", skin, dark), g.const([FACE_CONTRAST])), to=onnx.TensorProto.FLOAT)
+
+
 def build_insightface_det() -> onnx.ModelProto:
-    """image (1,3,512,512) → SCRFD scores/boxes/kps for exactly one face.
+    """image (1,3,512,512) → SCRFD scores/boxes/kps for at most one face.
 
     The letterboxed frame sits top-left on a canvas whose padding is exactly (0 − 127.5)/128; the
     valid width (height) is one past the last column (row) holding any brighter value. The face
     box is square, centred in the valid region, DETECTOR_BOX_FRACTION of its shorter side, with
     face_layout's keypoints. Every anchor encodes that same box and keypoints; only the first
     anchor of the stride-32 cell holding the box centre scores FACE_SCORE, all others
-    BACKGROUND_SCORE. (A frame whose right columns or bottom rows are pure black gets a slightly
-    smaller valid region, which only shifts the box a little.)
+    BACKGROUND_SCORE — and only when the box holds a face's light and dark layout (`_faceness`):
+    a flat image, noise or a landscape scores BACKGROUND_SCORE everywhere, i.e. no face. (A frame
+    whose right columns or bottom rows are pure black gets a slightly smaller valid region, which
+    only shifts the box a little.)
     """
     g = GraphBuilder("insightface_det")
     image = g.input("image", (1, 3, DETECTOR_SIZE, DETECTOR_SIZE))
@@ -331,6 +360,7 @@ def build_insightface_det() -> onnx.ModelProto:
             cells[1::2] = -1  # the second anchor of a cell never matches
             is_face = g.op("ReduceMin", g.op("Cast", g.op("Equal", g.const(cells), face_cell),
                                              to=onnx.TensorProto.FLOAT), g.ints(1), keepdims=1)
+            is_face = g.op("Mul", is_face, _faceness(g, image, centre, side))
             scores = g.op("Add", g.op("Mul", is_face, g.const(FACE_SCORE - BACKGROUND_SCORE)),
                           g.const(BACKGROUND_SCORE))
         else:
@@ -340,7 +370,7 @@ def build_insightface_det() -> onnx.ModelProto:
         for level in range(1, len(SCRFD_STRIDES) + 1):
             value, shape = outputs[f"{kind}{level}"]
             g.output(value, f"{kind}{level}", shape)
-    return g.build("Synthetic SCRFD: one centred face box per image.")
+    return g.build("Synthetic SCRFD: one centred face box per image that holds a face's layout.")
 
 
 def _constant_model(name: str, input_name: str, input_shape: tuple[int, ...],
