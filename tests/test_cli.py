@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import av
 import pytest
@@ -110,3 +113,26 @@ def test_render_says_what_it_does_before_the_first_frame(tmp_path, capsys):
     assert any(line.startswith("ditto-fast: registering") for line in lines[:first_bar])
     assert "0/100 frames" in lines[first_bar]  # the bar shows before the features and the first clip
     assert any(" left" in line for line in lines[first_bar + 1:])  # with the time left
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_render_stops_at_once_and_leaves_nothing(signum, status, tmp_path):
+    portrait, speech = write_demo_inputs(tmp_path / "in", seconds=8.0)
+    out_dir, scratch = tmp_path / "out", tmp_path / "tmp"
+    out_dir.mkdir()
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "ditto_fast.cli", "render", "--source", str(portrait), "--audio",
+                             str(speech), "--out", str(out_dir / "o.mp4")], env={**os.environ, "TMPDIR": str(scratch)},
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(out_dir.glob(".o.mp4.*.partial.mp4")) and time.monotonic() < deadline:  # the encoder is writing
+        time.sleep(0.05)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == status and time.monotonic() - sent < 1.0, err
+    assert err.strip().splitlines()[-1] in ("ditto-fast: interrupted", "ditto-fast: terminated")
+    assert list(out_dir.iterdir()) == []  # neither the mp4 nor its partial file
+    # onnxruntime keeps an id file of its own in the temp folder; ours are all gone.
+    assert [p.name for p in scratch.iterdir() if p.name != ".ses"] == []

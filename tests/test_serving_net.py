@@ -6,7 +6,6 @@ from outside), driven by the load generator and raw WebSocket clients
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -95,14 +94,13 @@ def test_a_slow_reader_costs_dropped_frames_not_server_memory(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_serve_and_client_commands_with_the_real_engine(tmp_path):
-    if importlib.util.find_spec("ditto_fast.serving.engine") is None:
-        pytest.skip("the session engine (ditto_fast/serving/engine.py) is not there yet")
     found = scenario("real_engine", tmp_path, timeout=80)
     assert found["cli_rc"] == 0, found["cli_err"] + found["cli_out"]
     assert found["cli_out"].startswith("2/2 sessions ok")
     assert found["unauthorised"] == 401 and found["sessions_open"] == 0
-    # uvicorn's graceful shutdown ends by re-raising the SIGTERM it caught.
-    assert found["server_status"] in (0, -15)
+    # uvicorn's graceful shutdown re-raises the SIGTERM it caught; the CLI turns it into its own
+    # clean exit (the engine closed, status 143).
+    assert found["server_status"] == 143
     for session in found["stats"]["sessions"]:
         assert session["frames_sent"] == session["frames_emitted"] == 25
         with av.open(session["mp4"]) as container:

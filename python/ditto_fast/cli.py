@@ -7,8 +7,10 @@ every other error; interruption with 130."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +35,15 @@ def _cmd_download(args: argparse.Namespace) -> int:
     out = download_checkpoints(args.out, parts=args.parts, repo=args.repo, revision=args.revision)
     print(f"checkpoints ({', '.join(args.parts)}) are in {out}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is, so that the same clean-up runs: stages
+    stop, temporary files go, nothing is left at the output path."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class UsageErrorParser(argparse.ArgumentParser):
@@ -566,14 +577,22 @@ def _command_in(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.run(args)
+    except Terminated:
+        print("ditto-fast: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("ditto-fast: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
         print(f"ditto-fast {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
