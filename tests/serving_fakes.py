@@ -17,13 +17,11 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from ditto_fast.serving.interface import EngineBusy
+
 SAMPLES_PER_FRAME = 640
 CONTROLS = {"emo", "delta_pitch"}
 OPTIONS = {"emo", "seed", "sampling_timesteps"}
-
-
-class EngineBusy(RuntimeError):
-    pass
 
 
 class NoFaceError(ValueError):

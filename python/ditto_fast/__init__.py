@@ -18,7 +18,7 @@ _LAZY = {
     "RenderJob": "ditto_fast.engine.offline",
     "RenderInfo": "ditto_fast.engine.offline",
     "StreamSession": "ditto_fast.engine.online",
-    "StreamStats": "ditto_fast.engine.online",
+    "StreamStats": "ditto_fast.engine.stream_stats",
     # The errors the API documents, each raised with a one-line message naming the file or option.
     "NoFaceError": "ditto_fast.stages.face_detect",
     "AudioError": "ditto_fast.stages.audio",

@@ -41,6 +41,7 @@ import soxr
 from ditto_fast.avatar import Avatar
 from ditto_fast.backends.base import Network
 from ditto_fast.engine.motion_setup import motion_setup
+from ditto_fast.engine.stream_stats import StreamStats
 from ditto_fast.options import RenderOptions, check_chunksize
 from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, as_mono_16k
 from ditto_fast.stages.audio_features import feature_extractor
@@ -98,6 +99,8 @@ class LiveMotion:
                  chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE, *, queued_windows: int = DEFAULT_QUEUED_WINDOWS,
                  end_with_audio: bool = True, keep_audio: bool = False,
                  check: Callable[[], None] = lambda: None) -> None:
+        """`self.stats` holds the stream's figures: this side writes the audio, idle and motion
+        seconds, its owner the frames' (engine/stream_stats.py)."""
         self.chunksize = check_chunksize(chunksize)
         self.options = options
         self.end_with_audio, self.keep_audio = end_with_audio, keep_audio
@@ -118,9 +121,7 @@ class LiveMotion:
         self._rows_out = 0  # rows handed on by the motion stage (all generations)
         self._head = 0  # samples on the timeline so far, as the output will show them
         self.first_push: float | None = None
-        self.audio_seconds = 0.0  # speech pushed
-        self.idle_seconds = 0.0  # silence inserted by fill_silence
-        self.motion_seconds = 0.0  # compute time of the motion stage
+        self.stats = StreamStats(chunksize=self.chunksize, overlap_v2=options.overlap_v2)
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -159,7 +160,7 @@ class LiveMotion:
             self.first_push = time.perf_counter()
         with self._lock:
             samples = self._to_16k(pcm, sample_rate)
-            self.audio_seconds += len(samples) / SAMPLE_RATE
+            self.stats.audio_seconds += len(samples) / SAMPLE_RATE
             generation, ready = self._place(samples)
         self._queue_windows(generation, ready)
 
@@ -169,16 +170,22 @@ class LiveMotion:
         if self._ended or frames <= 0:
             return
         with self._lock:
-            tail = np.zeros(0, np.float32)
-            if self._resampler is not None:
-                # The resampler holds the speech's last samples back: they belong before the
-                # silence, and the next speech starts a stream of its own.
-                tail = self._resampler[1].resample_chunk(tail, last=True)
-                self._resampler = None
-                self.audio_seconds += len(tail) / SAMPLE_RATE
-            self.idle_seconds += frames / FPS
+            # The speech's last samples belong before the silence; the next speech starts a
+            # resampler stream of its own.
+            tail = self._flush_resampler()
+            self.stats.idle_seconds += frames / FPS
             generation, ready = self._place(np.concatenate([tail, np.zeros(frames * SAMPLES_PER_FRAME, np.float32)]))
         self._queue_windows(generation, ready)
+
+    def _flush_resampler(self) -> np.ndarray:
+        """The samples the streaming resampler still holds back (none at 16 kHz), counted as
+        speech; the next push at another rate starts a new resampler (under the lock)."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail = self._resampler[1].resample_chunk(np.zeros(0, np.float32), last=True)
+        self._resampler = None
+        self.stats.audio_seconds += len(tail) / SAMPLE_RATE
+        return tail
 
     def _place(self, samples: np.ndarray) -> tuple[int, list[np.ndarray]]:
         """Samples onto the timeline and into the window cutter (under the lock)."""
@@ -203,7 +210,7 @@ class LiveMotion:
                              f"got {window.shape}")
         if self.first_push is None:
             self.first_push = time.perf_counter()
-        self.audio_seconds += self._cutter.stride / SAMPLE_RATE
+        self.stats.audio_seconds += self._cutter.stride / SAMPLE_RATE
         self._put(("window", window, time.perf_counter(), self._generation))
 
     def end(self, flush: bool = True) -> None:
@@ -215,13 +222,10 @@ class LiveMotion:
         with self._lock:
             windows = []
             if flush:
-                tail = np.zeros(0, np.float32)
-                if self._resampler is not None:  # soxr holds its last samples back until told the stream ended
-                    tail = self._resampler[1].resample_chunk(tail, last=True)
-                    self.audio_seconds += len(tail) / SAMPLE_RATE
-                if self.end_with_audio and (self._samples or len(tail)):
-                    self._frame_limit = math.ceil((self._samples + len(tail)) * FPS / SAMPLE_RATE)
-                windows = self._place(tail)[1] + self._cutter.flush()
+                windows = self._place(self._flush_resampler())[1] + self._cutter.flush()
+                if self.end_with_audio and self._samples:
+                    # Read by the motion stage before it hands on any flush window's motion.
+                    self._frame_limit = math.ceil(self._samples * FPS / SAMPLE_RATE)
             generation = self._generation
             for window in windows:
                 self._put(("window", window, time.perf_counter(), generation))
@@ -292,7 +296,7 @@ class LiveMotion:
             audio = None
             if self.keep_audio:
                 audio = self._timelines[item[-1]].take(len(motion) * SAMPLES_PER_FRAME)
-            self.motion_seconds += time.perf_counter() - started
+            self.stats.motion_seconds += time.perf_counter() - started
             hand_on(MotionBlock(motion, self._driver.d0, item[2] if kind == "window" else None,
                                 reset=kind == "reset", audio=audio))
             if kind == "end":

@@ -6,10 +6,8 @@ from the one frame renderer (pipeline/frames.py) that offline jobs use too. Two 
 on their own threads: "motion" (HuBERT and LMDM for window k+1) and "frames" (rendering window
 k's frames), joined by a short bounded channel.
 
-Timing: each frame is due on a player's clock that starts with the first frame, at 25 fps; a
-frame made more than half a frame after that is counted late (a pause in the audio shows as
-late frames, as it would as a freeze in a player). Frames made but never taken (the session
-closed first) count as dropped.
+Figures: `stats` (engine/stream_stats.py): first-frame latency from the first push, late and
+dropped frames, the real-time factor.
 
 Back-pressure: windows wait in a bounded queue, motion in a bounded channel and frames in a
 bounded ring. When the consumer is slow the ring fills, the stages wait, the queue fills and
@@ -21,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,69 +37,6 @@ DEFAULT_RING_SLOTS = 8
 QUEUED_MOTION = 2  # windows' worth of motion waiting for the frames stage
 
 
-LATE_MARGIN_S = 0.5 / FPS  # a frame is late when it misses its due time by more than half a frame
-
-
-@dataclass
-class StreamStats:
-    """Latency and throughput of a stream, in seconds of wall time. `as_dict()` is what
-    `ditto-fast stream --stats-json` writes."""
-
-    chunksize: tuple[int, int, int] = DEFAULT_CHUNKSIZE
-    overlap_v2: int = 0
-    first_frame_latency: float | None = None  # first push → first frame ready
-    chunk_latencies: list[float] = field(default_factory=list)  # window complete → its frames ready
-    frames_emitted: int = 0  # frames made and handed to the ring
-    frames_taken: int = 0  # frames the consumer took
-    late_frames: int = 0  # frames made after their due time (module docstring)
-    dropped_frames: int = 0  # frames made but never taken: the session closed first
-    audio_seconds: float = 0.0  # real audio pushed
-    idle_seconds: float = 0.0  # silence inserted while no speech arrived (live sessions of the engine)
-    motion_seconds: float = 0.0  # compute time of the motion stage (HuBERT, LMDM)
-    frames_seconds: float = 0.0  # compute time of the frames stage (stitch, warp, decode, paste-back)
-    max_lateness: float = 0.0  # seconds the latest frame missed its due time by
-
-    @property
-    def real_time_factor(self) -> float | None:
-        """Compute time per second of audio of the busier stage: the stages overlap, so the
-        stream keeps up with real time while this stays below 1."""
-        busiest = max(self.motion_seconds, self.frames_seconds)
-        return busiest / self.audio_seconds if self.audio_seconds else None
-
-    def count_frame(self, index: int, clock: list) -> None:
-        """Frame `index` is ready now: first-frame latency, lateness on the player's clock
-        (`clock`: [first index, when it was ready], filled by the first frame)."""
-        now = time.perf_counter()
-        self.frames_emitted += 1
-        if not clock:
-            clock.extend((index, now))
-            return
-        lateness = now - (clock[1] + (index - clock[0]) / FPS)
-        if lateness > LATE_MARGIN_S:
-            self.late_frames += 1
-        self.max_lateness = max(self.max_lateness, lateness)
-
-    def as_dict(self) -> dict:
-        chunks = self.chunk_latencies
-        return {
-            "chunksize": list(self.chunksize),
-            "overlap_v2": self.overlap_v2,
-            "first_frame_latency_s": self.first_frame_latency,
-            "chunk_latency_mean_s": float(np.mean(chunks)) if chunks else None,
-            "chunk_latency_max_s": float(np.max(chunks)) if chunks else None,
-            "frames_emitted": self.frames_emitted,
-            "frames_taken": self.frames_taken,
-            "late_frames": self.late_frames,
-            "dropped_frames": self.dropped_frames,
-            "max_lateness_s": self.max_lateness,
-            "audio_seconds": self.audio_seconds,
-            "idle_seconds": self.idle_seconds,
-            "motion_seconds": self.motion_seconds,
-            "frames_seconds": self.frames_seconds,
-            "real_time_factor": self.real_time_factor,
-        }
-
-
 class StreamSession:
     """One live stream. Use as a context manager; `push` and `end` from one thread, `frames`
     from another (or the same, alternating)."""
@@ -116,14 +50,13 @@ class StreamSession:
         self._motion_side = LiveMotion(networks, avatar, options, chunksize, queued_windows=queued_windows,
                                        end_with_audio=end_with_audio, check=self._raise_failure)
         self.chunksize = self._motion_side.chunksize
-        self.stats = StreamStats(chunksize=self.chunksize, overlap_v2=options.overlap_v2)
+        self.stats = self._motion_side.stats
         self._render = FrameRenderer(networks, avatar, options, options.N_d, batch_size=frame_batch,
                                      paste_threads=paste_threads)
         height, width = avatar.frame_size
         self._ring = FrameRing(max(ring_slots, 2 * frame_batch + 2), height, width, 3)
         self._writer = self._render.writer(self._ring, committed=self._count_frame)
         self._encoder_threads = encoder_threads
-        self._clock: list = []  # the player's clock: [first frame index, when it was ready]
         self._next_index = 0
         self._stages.on_stop(self._ring.close)
         self._stages.on_stop(self._motion_side.stop)
@@ -182,11 +115,7 @@ class StreamSession:
         self._next_index += len(block.motion)
 
     def _count_frame(self, index: int) -> None:
-        stats, motion = self.stats, self._motion_side
-        if not self._clock and motion.first_push is not None:
-            stats.first_frame_latency = time.perf_counter() - motion.first_push
-        stats.count_frame(index, self._clock)
-        stats.audio_seconds, stats.motion_seconds = motion.audio_seconds, motion.motion_seconds
+        self.stats.count_frame(index, self._motion_side.first_push)
 
     @property
     def queued_windows(self) -> int:
@@ -235,8 +164,6 @@ class StreamSession:
         """Stop the stages; frames not yet taken are dropped (and counted in `stats`)."""
         self._stages.stop()
         self._stages.wait(timeout=10)
-        self.stats.audio_seconds = self._motion_side.audio_seconds
-        self.stats.motion_seconds = self._motion_side.motion_seconds
         self.stats.dropped_frames = self.stats.frames_emitted - self.stats.frames_taken
 
     def __enter__(self) -> StreamSession:

@@ -82,14 +82,14 @@ class FrameRenderer:
         """The f_s (1, 32, 16, 64, 64) of source frame `source`, as a view."""
         return self.source.f_s[source:source + 1]
 
-    def paste_frame(self, source: int, image: Any, out: Any) -> None:
-        """Paste the decoder's (1, 3, S, S) output of a frame of source frame `source` into `out`."""
-        self.paste(self.source.frames[source], image, self.source.m_c2o[source], out=out)
+    def paste_frame(self, source: int, image: Any, out: Any = None) -> Any:
+        """Paste the decoder's (1, 3, S, S) output of a frame of source frame `source` into `out`
+        (None: a new array on the renderer's device); returns the frame."""
+        return self.paste(self.source.frames[source], image, self.source.m_c2o[source], out=out)
 
     def paste_to_host(self, source: int, image: Any) -> np.ndarray:
-        """The frame of source frame `source` and the decoder's (1, 3, S, S) output, as a new host
-        array (a session engine's frames outlive any ring slot)."""
-        frame = self.paste(self.source.frames[source], image, self.source.m_c2o[source])
+        """`paste_frame` into a new host array (a session engine's frames outlive any ring slot)."""
+        frame = self.paste_frame(source, image)
         return frame if isinstance(frame, np.ndarray) else frame.cpu().numpy()
 
     def render_block(self, writer: Any, first_index: int, motion: np.ndarray) -> None:

@@ -48,11 +48,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ditto_fast.engine.live_motion import LiveMotion, MotionBlock
-from ditto_fast.engine.online import StreamStats
+from ditto_fast.engine.stream_stats import StreamStats
 from ditto_fast.options import canonical_controls
 from ditto_fast.pipeline.frames import FrameRenderer
 from ditto_fast.pipeline.warp_decode import WarpDecode
 from ditto_fast.serving.avatar_cache import DEFAULT_CACHE_BYTES, AvatarCache, avatar_id
+from ditto_fast.serving.interface import EngineBusy
 from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE
 from ditto_fast.stages.register import register
@@ -72,10 +73,6 @@ class Capacity(NamedTuple):
 
     frames_per_second: float  # one session's sustained rate, frames after its first
     sessions: int  # sessions that rate keeps at 25 fps (at least 1; cross-session batching only adds)
-
-
-class EngineBusy(RuntimeError):
-    """The engine holds its limit of sessions: try later or elsewhere."""
 
 
 class LiveFrame(NamedTuple):
@@ -99,10 +96,9 @@ class LiveSession:
                                  check=self._raise_failure)
         self.render = FrameRenderer(engine.renderer.networks, avatar, options, options.N_d,
                                     warp_decode=engine.warp_decode)
-        self.stats = StreamStats(chunksize=self.motion.chunksize, overlap_v2=options.overlap_v2)
+        self.stats: StreamStats = self.motion.stats
         self.opened = time.perf_counter()
         self.next_index = 0  # the next frame to render
-        self._clock: list = []
         self.pending: deque[list] = deque()  # [motion rows, their audio, d0] blocks, under the engine lock
         self.pending_rows = 0
         self.in_flight = 0  # rows the scheduler took and has not delivered yet
@@ -129,18 +125,16 @@ class LiveSession:
     def interrupt(self) -> None:
         """Drop queued speech, motion not yet rendered and frames not yet taken but the next one."""
         with self._engine.lock:
+            # Until the motion side's reset comes through, _hand_on drops what it hands on.
             self._dropping = True
-            self.pending.clear()
-            self.pending_rows = 0
-            kept = self.next_index
-        self.motion.interrupt(frames_kept=kept)  # idle silence follows from the last frame kept
-        with self._engine.lock:
             self.pending.clear()
             self.pending_rows = 0
             while len(self._ready) > 1:
                 self._ready.pop()
                 self.stats.dropped_frames += 1
+            kept = self.next_index
             self._engine.lock.notify_all()
+        self.motion.interrupt(frames_kept=kept)  # idle silence follows from the last frame kept
 
     def set_controls(self, **controls: Any) -> None:
         """`emo` (a RenderOptions.emo value) for the next motion clip; the stitch's frame controls
@@ -185,10 +179,7 @@ class LiveSession:
 
     def stats_dict(self) -> dict:
         """The session's figures (StreamStats.as_dict, plus its id and idle frames)."""
-        self.stats.audio_seconds = self.motion.audio_seconds
-        self.stats.idle_seconds = self.motion.idle_seconds
-        self.stats.motion_seconds = self.motion.motion_seconds
-        return {"session": self.id, **self.stats.as_dict(), "idle_frames": round(self.motion.idle_seconds * FPS)}
+        return {"session": self.id, **self.stats.as_dict(), "idle_frames": round(self.stats.idle_seconds * FPS)}
 
     def close(self) -> None:
         """Stop the session and free its slot; idempotent."""
@@ -209,9 +200,13 @@ class LiveSession:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def stopped(self) -> bool:
+        """Closed, or failed: the scheduler renders nothing more for it."""
+        return self._closed or self._failure is not None
+
     def _finished(self) -> bool:
-        return self._closed or self._failure is not None or (
-            self._motion_done and not self.pending and not self.in_flight)
+        return self.stopped or (self._motion_done and not self.pending and not self.in_flight)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -242,9 +237,9 @@ class LiveSession:
     def _hand_on(self, block: MotionBlock) -> None:
         lock = self._engine.lock
         with lock:
-            while self.pending_rows >= MAX_PENDING_FRAMES and not self._closed and self._failure is None:
+            while self.pending_rows >= MAX_PENDING_FRAMES and not self.stopped:
                 lock.wait(0.1)
-            if self._closed or self._failure is not None:
+            if self.stopped:
                 raise RuntimeError("session stopped")
             if block.reset:
                 self.pending.clear()
@@ -264,7 +259,8 @@ class LiveSession:
         return MAX_READY_FRAMES - len(self._ready)
 
     def take_rows(self, count: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """The next `count` motion rows and their audio (under the engine lock)."""
+        """The first frame index, and the next `count` motion rows (1 ≤ count ≤ pending_rows) and
+        their audio (under the engine lock)."""
         first = self.next_index
         rows, audio = [], []
         while count and self.pending:
@@ -280,20 +276,18 @@ class LiveSession:
             if not len(block[0]):
                 self.pending.popleft()
             count -= used
-        taken = np.concatenate(rows) if rows else np.zeros((0, 265), np.float32)
+        taken = np.concatenate(rows)
         self.pending_rows -= len(taken)
         self.in_flight += len(taken)
         self.next_index += len(taken)
-        return first, taken, (np.concatenate(audio) if audio else np.zeros(0, np.float32))
+        return first, taken, np.concatenate(audio)
 
     def deliver(self, frame: LiveFrame) -> None:
-        """A rendered frame (under the engine lock)."""
+        """A rendered frame (under the engine lock); its session's clock starts at its open."""
         self.in_flight -= 1
         if self._closed:
             return
-        if not self._clock:
-            self.stats.first_frame_latency = time.perf_counter() - self.opened
-        self.stats.count_frame(frame.index, self._clock)
+        self.stats.count_frame(frame.index, self.opened)
         self._ready.append(frame)
 
     def fill_idle(self, now: float) -> None:
@@ -454,8 +448,8 @@ class SessionEngine:
         """Up to a batch of due frames, earliest deadline first: (session, frame count) in order
         of their first frame's deadline (under the lock)."""
         budget = self.warp_decode.batch_size
-        candidates = [s for s in self._sessions.values()
-                      if s.pending_rows and s.room() > 0 and not s.busy and not s.closed and s._failure is None]
+        candidates = [s for s in self._sessions.values() if s.pending_rows and s.room() > 0 and not s.busy
+                      and not s.stopped]
         counts: dict[str, int] = {}
         while budget and candidates:
             # The next frame of each candidate is due at due(next + already chosen).
@@ -528,8 +522,9 @@ class SessionEngine:
         with self.lock:
             self.batches += 1
             for session, frame in frames:
-                if session.stats.first_frame_latency is None and not session.closed:
-                    self._first_latencies.append(time.perf_counter() - session.opened)
+                first = session.stats.frames_emitted == 0
                 session.deliver(frame)
+                if first and session.stats.first_frame_latency is not None:
+                    self._first_latencies.append(session.stats.first_frame_latency)
                 self.frames_rendered += 1
             self.lock.notify_all()

@@ -10,6 +10,11 @@ from typing import Any, Protocol
 import numpy as np
 
 
+class EngineBusy(RuntimeError):
+    """The engine holds its limit of sessions: try later or elsewhere. Defined here, with the
+    interface, so that the service and any engine (the real one, a test's fake) share the class."""
+
+
 class LiveFrameLike(Protocol):
     index: int
     pts: float  # index / 25, on the session's audio clock
@@ -40,11 +45,3 @@ class EngineLike(Protocol):
              **options: Any) -> LiveSessionLike: ...
     def metrics(self) -> dict: ...
     def close(self) -> None: ...
-
-
-def is_busy(exc: BaseException) -> bool:
-    """Whether `exc` is the engine's admission refusal (`EngineBusy`: every session slot taken).
-
-    Matched by class name, so the service needs no import of the engine module, and another
-    engine (or a test's fake) refuses admission the same way."""
-    return any(cls.__name__ == "EngineBusy" for cls in type(exc).__mro__)

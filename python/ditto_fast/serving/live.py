@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 
 from ditto_fast.errors import one_line
 from ditto_fast.serving.avatars import AvatarStore
-from ditto_fast.serving.interface import EngineLike, LiveSessionLike, is_busy
+from ditto_fast.serving.interface import EngineBusy, EngineLike, LiveSessionLike
 from ditto_fast.serving.metrics import ServerCounters
 from ditto_fast.serving.outbox import Outbox
 from ditto_fast.serving.protocol import (
@@ -111,7 +111,10 @@ class LiveConnection:
         try:
             self.session = await _open(self.engine, avatar_id, start.chunksize, options)
         except Exception as exc:
-            code = CLOSE_BUSY if is_busy(exc) else CLOSE_POLICY if isinstance(exc, ValueError) else CLOSE_INTERNAL
+            if isinstance(exc, EngineBusy):
+                code = CLOSE_BUSY
+            else:
+                code = CLOSE_POLICY if isinstance(exc, ValueError) else CLOSE_INTERNAL
             raise SessionError(one_line(exc), code) from None
         return start, avatar_id
 
