@@ -11,9 +11,7 @@ exercised: track publication, the data-stream receiver's RPCs, a viewer. Every w
 from __future__ import annotations
 
 import asyncio
-import importlib
 import math
-import sys
 import time
 
 import numpy as np
@@ -22,28 +20,21 @@ import soxr
 
 pytest.importorskip("livekit.agents")
 
+from adapter_cases import assert_import_hint, engine_with_avatar, run  # noqa: E402
 from livekit import rtc  # noqa: E402
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarRunner, QueueAudioOutput  # noqa: E402
 
-from ditto_fast import Renderer  # noqa: E402
 from ditto_fast.serving.engine import SessionEngine  # noqa: E402
 from ditto_fast.serving.livekit import DittoVideoGenerator, avatar_options  # noqa: E402
-from ditto_fast.tools.demo import demo_speech, write_demo_inputs  # noqa: E402
+from ditto_fast.tools.demo import demo_speech  # noqa: E402
 
 TTS_RATE = 24000  # what a TTS typically sends; the adapter resamples to 16 kHz
 TTS_FRAME = TTS_RATE // 50  # 20 ms frames, as the agent's audio output sends them
-# The engine inserts idle silence once speech lags real time by this much. On this CPU a session
-# renders ~7 frames/s, so idle motion piles up ahead of the renderer; a longer lag keeps that
-# backlog (and the wait for the next utterance's frames) short.
-IDLE_AFTER = 1.0
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    portrait, _ = write_demo_inputs(tmp_path_factory.mktemp("livekit"), seconds=0.5)
-    with SessionEngine(Renderer(), max_sessions=2, idle_after=IDLE_AFTER) as engine:
-        engine.test_avatar = engine.add_avatar(portrait)
-        yield engine
+    yield from engine_with_avatar(tmp_path_factory.mktemp("livekit"))
 
 
 class _Publication:
@@ -129,10 +120,6 @@ class Harness:
         return "".join({"video": "v", "audio": "a", "finished": "|"}[entry[0]] for entry in self.log)
 
 
-def run(scenario, timeout: float = 28.0):
-    return asyncio.run(asyncio.wait_for(scenario(), timeout))
-
-
 def test_options_and_import_hint(engine, monkeypatch):
     session = engine.open(engine.test_avatar, seed=0)
     try:
@@ -143,11 +130,7 @@ def test_options_and_import_hint(engine, monkeypatch):
     finally:
         session.close()
     # Without livekit installed, importing the adapter says how to get it.
-    for module in [m for m in sys.modules if m == "livekit" or m.startswith("livekit.")]:
-        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "ditto_fast.serving.livekit")
-    with pytest.raises(ImportError, match=r'pip install "ditto-fast\[livekit\]"'):
-        importlib.import_module("ditto_fast.serving.livekit")
+    assert_import_hint(monkeypatch, "livekit", "livekit")
 
 
 def test_an_utterance_plays_in_sync_and_idle_follows(engine):

@@ -6,9 +6,7 @@ Not exercised: a transport's real-time audio writes and display. Every wait is b
 from __future__ import annotations
 
 import asyncio
-import importlib
 import math
-import sys
 import time
 
 import numpy as np
@@ -17,6 +15,7 @@ import soxr
 
 pytest.importorskip("pipecat")
 
+from adapter_cases import assert_import_hint, engine_with_avatar, run  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
     EndFrame,
     InterruptionFrame,
@@ -31,22 +30,17 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
-from ditto_fast import Renderer  # noqa: E402
 from ditto_fast.serving.engine import SessionEngine  # noqa: E402
 from ditto_fast.serving.pipecat import DittoVideoProcessor  # noqa: E402
-from ditto_fast.tools.demo import demo_speech, write_demo_inputs  # noqa: E402
+from ditto_fast.tools.demo import demo_speech  # noqa: E402
 
 TTS_RATE = 24000
 TTS_FRAME = TTS_RATE // 50  # 20 ms
-IDLE_AFTER = 1.0  # see tests/test_serving_livekit.py: a short idle backlog on this slow CPU
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    portrait, _ = write_demo_inputs(tmp_path_factory.mktemp("pipecat"), seconds=0.5)
-    with SessionEngine(Renderer(), max_sessions=2, idle_after=IDLE_AFTER) as engine:
-        engine.test_avatar = engine.add_avatar(portrait)
-        yield engine
+    yield from engine_with_avatar(tmp_path_factory.mktemp("pipecat"))
 
 
 class Sink(FrameProcessor):
@@ -117,16 +111,8 @@ def summary(frames) -> str:
     return "".join(letter(f) for f in frames)
 
 
-def run(scenario, timeout: float = 28.0):
-    return asyncio.run(asyncio.wait_for(scenario(), timeout))
-
-
 def test_import_hint(monkeypatch):
-    for module in [m for m in sys.modules if m == "pipecat" or m.startswith("pipecat.")]:
-        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "ditto_fast.serving.pipecat")
-    with pytest.raises(ImportError, match=r'pip install "ditto-fast\[pipecat\]"'):
-        importlib.import_module("ditto_fast.serving.pipecat")
+    assert_import_hint(monkeypatch, "pipecat", "pipecat")
 
 
 def test_speech_becomes_synced_images_and_audio_then_a_clean_end(engine):
