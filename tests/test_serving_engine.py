@@ -48,6 +48,18 @@ def consume(session, into: list, timeout: float = 60) -> threading.Thread:
     return thread
 
 
+def speak(sessions, speech: list[np.ndarray]) -> list[list]:
+    """Session k says speech[k] (pushed at once, then ended); the frames each one gave."""
+    received = [[] for _ in sessions]
+    threads = [consume(session, frames) for session, frames in zip(sessions, received)]
+    for session, audio in zip(sessions, speech):
+        session.push(audio)
+        session.end()
+    for thread in threads:
+        thread.join(timeout=120)
+    return received
+
+
 def test_sessions_render_what_a_single_stream_renders(renderer, portrait):
     speech = [demo_speech(seconds) for seconds in (1.0, 0.7, 1.3, 0.9)]
     with renderer.stream(renderer.register(portrait), seed=0) as stream:
@@ -57,13 +69,7 @@ def test_sessions_render_what_a_single_stream_renders(renderer, portrait):
     with SessionEngine(renderer, max_sessions=4, idle_after=NO_IDLE) as engine:
         avatar = engine.add_avatar(portrait)
         sessions = [engine.open(avatar, seed=0) for _ in speech]
-        received = [[] for _ in speech]
-        threads = [consume(session, frames) for session, frames in zip(sessions, received)]
-        for session, audio in zip(sessions, speech):
-            session.push(audio)
-            session.end()
-        for thread in threads:
-            thread.join(timeout=120)
+        received = speak(sessions, speech)
         stats = [session.stats_dict() for session in sessions]
         for session in sessions:
             session.close()
@@ -162,14 +168,7 @@ def test_live_controls_apply_from_the_next_frame_and_are_checked(renderer, portr
             turned.set_controls(yaw_delta=1.0)
         with pytest.raises(ValueError, match="option emo=9"):
             turned.set_controls(emo=9)
-        results = {plain.id: [], turned.id: []}
-        threads = [consume(s, results[s.id]) for s in (plain, turned)]
-        for session in (plain, turned):
-            session.push(demo_speech(0.6))
-            session.end()
-        for thread in threads:
-            thread.join(timeout=120)
-    a, b = results[plain.id], results[turned.id]
+        a, b = speak([plain, turned], [demo_speech(0.6)] * 2)
     assert len(a) == len(b) == 15
     assert all(np.abs(x.rgb.astype(int) - y.rgb).mean() > 1 for x, y in zip(a, b))
 
@@ -186,15 +185,8 @@ def test_blink_gaps_change_live_and_need_a_blink_table(renderer, portrait):
         blinking.set_controls(delta_eye_open_n=3)  # from "never" to every 3 frames
         with pytest.raises(ValueError, match="delta_eye_open_n"):
             blinking.set_controls(delta_eye_open_n="often")
-        results = {steady.id: [], blinking.id: []}
-        threads = [consume(s, results[s.id]) for s in (steady, blinking)]
-        for session in (steady, blinking):
-            session.push(demo_speech(0.6))
-            session.end()
-        for thread in threads:
-            thread.join(timeout=120)
-    differing = [np.abs(a.rgb.astype(int) - b.rgb).max() > 0 for a, b in zip(results[steady.id],
-                                                                          results[blinking.id], strict=True)]
+        open_eyes, blinks = speak([steady, blinking], [demo_speech(0.6)] * 2)
+    differing = [np.abs(a.rgb.astype(int) - b.rgb).max() > 0 for a, b in zip(open_eyes, blinks, strict=True)]
     assert any(differing) and not all(differing)  # blinks on some frames, open eyes between them
 
 
