@@ -471,17 +471,46 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ditto_fast.serving.server import check_exposure, check_packages, serve_renderer
+    from ditto_fast.serving.server import CLUSTER_PACKAGES, check_exposure, check_packages, serve_renderer
 
     token = _token(args)
     check_exposure(args.host, token)  # before minutes of loading
     check_packages()
+    if args.ray:
+        check_packages(CLUSTER_PACKAGES, extra="ray")
+        return _serve_cluster(args, token)
+    if args.replicas is not None or args.autoscale is not None or args.address is not None:
+        raise ValueError("--replicas, --autoscale and --address need --ray")
     renderer = _open_renderer(args)
     note(f"serving on http://{args.host}:{args.port}/ (live sessions at ws://{args.host}:{args.port}/v1/session"
          + (", bearer token required)" if token else ")"))
     serve_renderer(renderer, args.host, args.port, max_sessions=args.max_sessions, token=token,
                    max_batch=args.max_batch, session_defaults=_option_overrides(args), log_level=args.log_level)
     return 0
+
+
+def _serve_cluster(args: argparse.Namespace, token: str | None) -> int:
+    from ditto_fast.serving.cluster.app import ClusterConfig, run_cluster
+
+    if args.replicas is not None and args.autoscale is not None:
+        raise ValueError("give --replicas or --autoscale, not both")
+    config = ClusterConfig(checkpoints=args.checkpoints, backend=args.backend, device=args.device, cfg=args.cfg,
+                           frame_batch=args.frame_batch, threads=args.threads, max_sessions=args.max_sessions,
+                           max_batch=args.max_batch, replicas=args.replicas or 1, autoscale=args.autoscale,
+                           token=token, session_defaults=_option_overrides(args))
+    where = args.address or "a local Ray cluster"
+    note(f"deploying {config.name!r} on {where}: " + (f"{config.replicas} engine replica(s)" if args.autoscale is None
+                                                       else "{}..{} engine replicas".format(*args.autoscale)))
+    run_cluster(config, args.host, args.port, args.address)
+    return 0
+
+
+def _min_max(text: str) -> tuple[int, int]:
+    """--autoscale MIN:MAX."""
+    low, colon, high = text.partition(":")
+    if not colon or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high):
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX with 1 <= MIN <= MAX, got {text!r}")
+    return int(low), int(high)
 
 
 def _add_serve(parser: argparse.ArgumentParser) -> None:
@@ -498,6 +527,14 @@ def _add_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", help="a config pickle whose default_kwargs replace the tree's")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="uvicorn's log level (default: %(default)s)")
+    cluster = parser.add_argument_group("cluster (Ray Serve)")
+    cluster.add_argument("--ray", action="store_true",
+                         help="serve the same protocol from engine replicas on a Ray cluster (one per GPU with "
+                              "--device cuda, else one per --threads CPUs); --max-sessions is then per replica")
+    cluster.add_argument("--replicas", type=int, metavar="N", help="engine replicas (default: 1)")
+    cluster.add_argument("--autoscale", type=_min_max, metavar="MIN:MAX",
+                         help="scale between MIN and MAX replicas on ongoing sessions instead")
+    cluster.add_argument("--address", help="the cluster, e.g. ray://head:10001 or auto (default: start a local one)")
     _add_model_arguments(parser)
     _add_device_argument(parser)
     parser.set_defaults(run=_cmd_serve)

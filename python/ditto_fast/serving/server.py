@@ -18,13 +18,15 @@ from ditto_fast.serving.protocol import DEFAULT_LIMITS, Limits
 # Import name → what to install: the service's packages are not dependencies of the library.
 SERVICE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "websockets": "websockets",
                     "multipart": "python-multipart"}
+# ... and those of `serve --ray`.
+CLUSTER_PACKAGES = {"ray": "ray[serve]"}
 
 
-def check_packages(packages: dict[str, str] = SERVICE_PACKAGES) -> None:
+def check_packages(packages: dict[str, str] = SERVICE_PACKAGES, extra: str = "serve") -> None:
     """ImportError naming every missing package of the service, before anything loads."""
     missing = [install for name, install in packages.items() if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"the service needs {', '.join(missing)}: pip install \"ditto-fast[serve]\" "
+        raise ImportError(f"the service needs {', '.join(missing)}: pip install \"ditto-fast[{extra}]\" "
                           f"(or pip install {' '.join(missing)})")
 
 
