@@ -15,6 +15,12 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+// A second build of the row sampler for CPUs with AVX2, chosen at run time (the library itself
+// targets baseline x86-64). GCC and Clang only: they compile one function for another target.
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define DITTO_PASTE_AVX2 1
+#include <immintrin.h>
+#endif
 
 namespace ditto {
 
@@ -39,7 +45,8 @@ constexpr int kSourceRowsPerTask = 32;
 
 // One 1/32 px offset's bilinear weights (top-left, top-right, bottom-left, bottom-right), each
 // repeated over four lanes so that a colour vector multiplies by a weight loaded as is.
-struct alignas(16) Weights {
+// 64-byte aligned: one cache line, and lanes[0..1] / lanes[2..3] load as one aligned 256-bit vector.
+struct alignas(64) Weights {
     float lanes[4][4];
     float operator[](int tap) const { return lanes[tap][0]; }
 };
@@ -268,13 +275,139 @@ bool fits_32_bits(int height, int width) {
            std::int64_t{height} * width <= kLimit;
 }
 
+// What the sampling of one row's blocks inside the source reads and writes, as plain pointers.
+// The row functions take it by value: a byte store may alias any memory the compiler cannot see
+// is private, so members read through a reference would be reloaded after every pixel.
+struct InsideRow {
+    const std::uint32_t* block;   // per column: source index of its block's top-left tap
+    const std::uint32_t* weight;  // per column: weight table index
+    const Weights* weights;
+    const float* render;  // (h, w, 3) in [0, 255]
+    const float* mask;
+    const std::uint8_t* opaque;
+    std::size_t stride;  // floats per render row
+    std::size_t w;       // floats per mask row
+    const std::uint8_t* frame_row;  // the frame's and out's pixel of window column 0
+    std::uint8_t* out_row;
+};
+
+// The output pixel of a column whose block lies inside the source, given its face sample: the
+// clamped face where the block is opaque (all four mask taps are 1 and the weights sum to exactly
+// 1, so the mask samples to 1 and 1·face + 0·frame is the face, whatever the frame), the frame
+// where the mask samples to 0 (face finite), else the blend. The frame pixel goes through the
+// same float conversion and store as a blended one, which gives its bytes back unchanged.
+inline Rgbx finish_inside(const InsideRow& r, int i, std::size_t at, const Weights& wt, Rgbx face) {
+    if (r.opaque[at]) return face;
+    const float* m = r.mask + at;
+    const float alpha = face_share(bilinear(m[0], m[1], m[r.w], m[r.w + 1], wt));
+    if (alpha == 0.0f) return Rgbx::from_bytes(r.frame_row + i * 3);
+    return blend(alpha, face, r.frame_row + i * 3);
+}
+
+inline Rgbx sample_inside(const InsideRow& r, int i) {
+    const std::size_t at = r.block[i];
+    const Weights& wt = r.weights[r.weight[i]];
+    const float* tap = r.render + at * 3;
+    const Rgbx face = bilinear(Rgbx::load(tap), Rgbx::load(tap + 3), Rgbx::load(tap + r.stride),
+                               Rgbx::load(tap + r.stride + 3), wt);
+    return finish_inside(r, i, at, wt, face);
+}
+
+// Columns [begin, end) of a row, in groups of four pixels that are all computed before any is
+// stored: a store of four bytes then never clobbers a frame byte that a later pixel of the group
+// still reads (in place, out is the frame), and the group's pixels are stored in order, each
+// fourth byte of junk overwritten by the next pixel, the last one stored as three bytes.
+inline void sample_inside_row(const InsideRow r, int begin, int end) {
+    int i = begin;
+    for (; i + 4 <= end; i += 4) {
+        const Rgbx p0 = sample_inside(r, i), p1 = sample_inside(r, i + 1), p2 = sample_inside(r, i + 2),
+                   p3 = sample_inside(r, i + 3);
+        std::uint8_t* o = r.out_row + i * 3;
+        p0.store4(o);
+        p1.store4(o + 3);
+        p2.store4(o + 6);
+        p3.store3(o + 9);
+    }
+    for (; i < end; ++i) sample_inside(r, i).store3(r.out_row + i * 3);
+}
+
+#if defined(DITTO_PASTE_AVX2)
+#define DITTO_AVX2 __attribute__((target("avx2")))
+
+// A block row's two taps [left, ·, right, ·] from the 8 floats at p (a lambda would not inherit
+// the target).
+DITTO_AVX2 inline __m256 tap_pair(const float* p) {
+    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), _mm256_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6));
+}
+
+// The face samples of columns i and i + 1, one per 128-bit half, with exactly the per-lane float
+// operations of the SSE version: ((tl·w0 + tr·w1) + bl·w2) + br·w3, products rounded separately
+// (target avx2 does not enable FMA, and the file is built with -ffp-contract=off). A row's two
+// taps are one 8-float load [tl, tr, 2 floats of the next pixel] spread to [tl · | tr ·], which
+// multiplies by the weights' lanes[0..1] (or [2..3]) as one 256-bit load. The two floats past tr
+// stay within the render: inside blocks have a row below the bottom taps (paste_row).
+DITTO_AVX2 inline __m256 face_pair(const InsideRow& r, const float* tap0, const float* tap1, const Weights& w0,
+                                   const Weights& w1) {
+    const __m256 top0 = _mm256_mul_ps(tap_pair(tap0), _mm256_load_ps(w0.lanes[0]));
+    const __m256 top1 = _mm256_mul_ps(tap_pair(tap1), _mm256_load_ps(w1.lanes[0]));
+    const __m256 bottom0 = _mm256_mul_ps(tap_pair(tap0 + r.stride), _mm256_load_ps(w0.lanes[2]));
+    const __m256 bottom1 = _mm256_mul_ps(tap_pair(tap1 + r.stride), _mm256_load_ps(w1.lanes[2]));
+    // [tl·w0 of pixel 0 | of pixel 1] + [tr·w1 ...], then + bl·w2, then + br·w3.
+    __m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(top0, top1, 0x20), _mm256_permute2f128_ps(top0, top1, 0x31));
+    sum = _mm256_add_ps(sum, _mm256_permute2f128_ps(bottom0, bottom1, 0x20));
+    return _mm256_add_ps(sum, _mm256_permute2f128_ps(bottom0, bottom1, 0x31));
+}
+
+// Output pixels i and i + 1 as floats, one per half (finish_inside's cases).
+DITTO_AVX2 inline __m256 sample_inside_pair(const InsideRow& r, int i) {
+    const std::size_t at0 = r.block[i], at1 = r.block[i + 1];
+    const Weights& w0 = r.weights[r.weight[i]];
+    const Weights& w1 = r.weights[r.weight[i + 1]];
+    const __m256 face = face_pair(r, r.render + at0 * 3, r.render + at1 * 3, w0, w1);
+    if (r.opaque[at0] & r.opaque[at1]) return face;  // the common case inside the feather
+    const Rgbx p0 = finish_inside(r, i, at0, w0, {_mm256_castps256_ps128(face)});
+    const Rgbx p1 = finish_inside(r, i + 1, at1, w1, {_mm256_extractf128_ps(face, 1)});
+    return _mm256_set_m128(p1.v, p0.v);
+}
+
+// Four output pixels (0, 1 in `p01`, 2, 3 in `p23`) stored as 12 bytes, converted as store4 does.
+DITTO_AVX2 inline void store_four(std::uint8_t* o, __m256 p01, __m256 p23) {
+    const __m256 top = _mm256_set1_ps(255.0f);
+    const __m256i i01 = _mm256_cvttps_epi32(_mm256_min_ps(top, p01));
+    const __m256i i23 = _mm256_cvttps_epi32(_mm256_min_ps(top, p23));
+    // The packs work per 128-bit lane: bytes [p0 p2 p0 p2 | p1 p3 p1 p3], 4 per pixel.
+    const __m256i words = _mm256_packs_epi32(i01, i23);
+    const __m256i bytes = _mm256_packus_epi16(words, words);
+    const __m128i pixels = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1));
+    // R, G, B of each, junk bytes dropped.
+    const __m128i rgb = _mm_shuffle_epi8(pixels, _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(o), rgb);
+    const int last = _mm_cvtsi128_si32(_mm_srli_si128(rgb, 8));
+    std::memcpy(o + 8, &last, 4);
+}
+
+// sample_inside_row, two pixels per 256-bit vector.
+DITTO_AVX2 void sample_inside_row_avx2(const InsideRow r, int begin, int end) {
+    int i = begin;
+    for (; i + 4 <= end; i += 4) {
+        const __m256 p01 = sample_inside_pair(r, i), p23 = sample_inside_pair(r, i + 2);
+        store_four(r.out_row + i * 3, p01, p23);
+    }
+    for (; i < end; ++i) sample_inside(r, i).store3(r.out_row + i * 3);
+}
+
+bool has_avx2() {
+    static const bool yes = __builtin_cpu_supports("avx2");
+    return yes;
+}
+#endif
+
 // What one thread reuses from row to row, window-relative columns.
 struct RowScratch {
     std::vector<std::uint32_t> block;   // source index of each column's block's top-left tap
     std::vector<std::uint32_t> weight;  // weight table index of each column
-    std::vector<std::uint8_t> staging;  // the row's pixels, 3 bytes each, and a byte of slack
 
-    explicit RowScratch(int columns) : block(columns), weight(columns), staging(std::size_t(columns) * 3 + 1) {}
+    explicit RowScratch(int columns) : block(columns), weight(columns) {}
 };
 
 // One call: its inputs, what is prepared once per call, and the work shared among the threads.
@@ -324,16 +457,19 @@ class PasteCall {
         }
         while (prepared_.load(std::memory_order_acquire) < prepare_tasks_) std::this_thread::yield();
 
-        const bool in_place = out_ == frame_;
         const std::size_t row_bytes = static_cast<std::size_t>(width_) * 3;
         for (;;) {
             const int begin = next_row_.fetch_add(kRowsPerTask, std::memory_order_relaxed);
             if (begin >= end_row_) return;
             for (int y = begin; y < std::min(begin + kRowsPerTask, end_row_); ++y) {
-                // Out of place every row of `out` starts as the frame's; in place only the window's
-                // rows are visited.
-                if (!in_place) std::memcpy(out_ + y * row_bytes, frame_ + y * row_bytes, row_bytes);
-                if (y >= window_.y0 && y < window_.y1) paste_row(y, scratch);
+                // In place only the window's rows are visited. Out of place every byte of `out` is
+                // written once: rows outside the window are the frame's, and paste_row copies the
+                // frame only where it does not paste. (Sampling a task's rows by column tiles, for
+                // locality in the source, measured no faster.)
+                if (y >= window_.y0 && y < window_.y1)
+                    paste_row(y, scratch);
+                else
+                    std::memcpy(out_ + y * row_bytes, frame_ + y * row_bytes, row_bytes);
             }
         }
     }
@@ -358,15 +494,19 @@ class PasteCall {
         const std::int64_t row_x = std::llrint((inv[1] * y + inv[2]) * kAbScale) + kRoundDelta;
         const std::int64_t row_y = std::llrint((inv[4] * y + inv[5]) * kAbScale) + kRoundDelta;
         if (!columns_.monotonic) {
+            copy_frame_outside(y, {0, window_.x1 - window_.x0});
             paste_border(y, row_x, row_y, {0, window_.x1 - window_.x0});
             return;
         }
         const int h = source_.height, w = source_.width;
         // Columns whose block touches the source at all; outside them the mask warps to 0 and the
         // frame shows through.
-        const Span touching = columns_.reading(row_x, row_y, -1, w - 1, -1, h - 1);
+        Span touching = columns_.reading(row_x, row_y, -1, w - 1, -1, h - 1);
+        if (touching.end <= touching.begin) touching = {0, 0};
+        copy_frame_outside(y, touching);
         // Columns whose block lies inside the source, with a row below it: its taps need no
-        // bounds checks, and loading a tap's colour as four floats stays within the render.
+        // bounds checks, and loading a tap's colour as four (AVX2: a row's two taps as eight)
+        // floats stays within the render.
         Span inside = intersect(touching, columns_.reading(row_x, row_y, 0, w - 2, 0, h - 3));
         if (!sample_inside_ || inside.end <= inside.begin) inside = {touching.end, touching.end};
         paste_border(y, row_x, row_y, {touching.begin, inside.begin});
@@ -375,15 +515,35 @@ class PasteCall {
     }
 
     // Window-relative columns `cols` of row y, taps outside the source reading 0 (the constant border).
+    // Out of place, the frame's pixels of row y outside window-relative columns `pasted`: the
+    // columns left of the window and right of it, and those of the window outside `pasted`.
+    void copy_frame_outside(int y, Span pasted) const {
+        if (out_ == frame_) return;
+        const std::size_t row_offset = static_cast<std::size_t>(y) * width_ * 3;
+        const std::size_t left = static_cast<std::size_t>(window_.x0 + pasted.begin) * 3;
+        const std::size_t right = static_cast<std::size_t>(window_.x0 + pasted.end) * 3;
+        std::memcpy(out_ + row_offset, frame_ + row_offset, left);
+        std::memcpy(out_ + row_offset + right, frame_ + row_offset + right, std::size_t(width_) * 3 - right);
+    }
+
     void paste_border(int y, std::int64_t row_x, std::int64_t row_y, Span cols) const {
         const auto& weights = weight_table().w;
         const int h = source_.height, w = source_.width;
         const std::size_t row_offset = static_cast<std::size_t>(y) * width_ * 3;
+        const bool in_place = out_ == frame_;
+        // Where the mask warps to 0 the output is the frame (face finite): already there in place.
+        const auto keep_frame = [&](std::size_t pixel) {
+            if (!in_place) std::memcpy(out_ + pixel, frame_ + pixel, 3);
+        };
         for (int i = cols.begin; i < cols.end; ++i) {
+            const std::size_t pixel = row_offset + static_cast<std::size_t>(window_.x0 + i) * 3;
             const std::int64_t px = (row_x + columns_.x[i]) >> (kAbBits - kInterBits);
             const std::int64_t py = (row_y + columns_.y[i]) >> (kAbBits - kInterBits);
             const std::int64_t sx = px >> kInterBits, sy = py >> kInterBits;
-            if (sx < -1 || sx >= w || sy < -1 || sy >= h) continue;  // mask 0: the frame shows through
+            if (sx < -1 || sx >= w || sy < -1 || sy >= h) {
+                keep_frame(pixel);
+                continue;
+            }
             const Weights& wt = weights[(py & (kInterTabSize - 1)) * kInterTabSize + (px & (kInterTabSize - 1))];
             float mask[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             alignas(16) float face[4][4] = {};
@@ -395,8 +555,10 @@ class PasteCall {
                 std::copy(render_ + at * 3, render_ + at * 3 + 3, face[k]);
             }
             const float alpha = face_share(bilinear(mask[0], mask[1], mask[2], mask[3], wt));
-            if (alpha == 0.0f) continue;  // 0·face + 1·frame is the frame (face finite), already there
-            const std::size_t pixel = row_offset + static_cast<std::size_t>(window_.x0 + i) * 3;
+            if (alpha == 0.0f) {
+                keep_frame(pixel);  // 0·face + 1·frame is the frame (face finite)
+                continue;
+            }
             const Rgbx sample = bilinear(Rgbx::load(face[0]), Rgbx::load(face[1]), Rgbx::load(face[2]),
                                          Rgbx::load(face[3]), wt);
             blend(alpha, sample, frame_ + pixel).store3(out_ + pixel);
@@ -420,39 +582,17 @@ class PasteCall {
             weight[i] = (pos_y & ((kInterTabSize - 1) << (kAbBits - kInterBits))) |
                         ((pos_x >> (kAbBits - kInterBits)) & (kInterTabSize - 1));
         }
-        // Then the samples. Locals, not members: the compiler cannot keep members in registers
-        // across byte stores. Pixels are assembled in the staging row, where each writes a fourth
-        // byte of junk that the next one overwrites, then copied out.
-        const auto& weights = weight_table().w;
-        const float* render = render_;
-        const float* mask = source_.mask;
-        const std::uint8_t* opaque = opaque_.get();
-        const std::size_t stride = std::size_t{w} * 3;
+        // Then the samples, straight into `out` (both builds give the same bytes).
         const std::size_t row_offset = static_cast<std::size_t>(y) * width_ * 3 + window_.x0 * std::size_t{3};
-        const std::uint8_t* frame_row = frame_ + row_offset;
-        std::uint8_t* staging = scratch.staging.data();
-        for (int i = cols.begin; i < cols.end; ++i) {
-            const std::size_t at = block[i];
-            const Weights& wt = weights[weight[i]];
-            const float* tap = render + at * 3;
-            const Rgbx face = bilinear(Rgbx::load(tap), Rgbx::load(tap + 3), Rgbx::load(tap + stride),
-                                       Rgbx::load(tap + stride + 3), wt);
-            std::uint8_t* out_pixel = staging + i * 3;
-            if (opaque[at]) {
-                // All four mask taps are 1 and the weights sum to exactly 1: the mask samples to 1,
-                // and 1·face + 0·frame is the face, whatever the frame.
-                face.store4(out_pixel);
-                continue;
-            }
-            const float* m = mask + at;
-            const float alpha = face_share(bilinear(m[0], m[1], m[w], m[w + 1], wt));
-            if (alpha == 0.0f)
-                std::memcpy(out_pixel, frame_row + i * 3, 3);  // the frame (face finite)
-            else
-                blend(alpha, face, frame_row + i * 3).store4(out_pixel);
+        const InsideRow r{block, weight, weight_table().w.data(), render_, source_.mask, opaque_.get(),
+                          std::size_t{w} * 3, w, frame_ + row_offset, out_ + row_offset};
+#if defined(DITTO_PASTE_AVX2)
+        if (has_avx2()) {
+            sample_inside_row_avx2(r, cols.begin, cols.end);
+            return;
         }
-        std::memcpy(out_ + row_offset + cols.begin * 3, staging + cols.begin * 3,
-                    static_cast<std::size_t>(cols.end - cols.begin) * 3);
+#endif
+        sample_inside_row(r, cols.begin, cols.end);
     }
 
     const std::uint8_t* frame_;

@@ -18,7 +18,10 @@
 // columns whose block lies inside it are sampled without bounds checks, the colour channels of a
 // tap as one SSE2 vector; where the block is opaque the mask samples to exactly 1 (the weights
 // are multiples of 1/1024 summing to 1), so the output is the clamped face and the blend and the
-// frame read are skipped. The kernel keeps no state between calls: the mask may change.
+// frame read are skipped. On CPUs with AVX2 (checked at run time) two pixels share a 256-bit
+// vector, the same float operations per lane. Pixels are stored straight into the output, and out
+// of place only the pixels the paste does not write are copied from the frame: each output byte
+// is written once. The kernel keeps no state between calls: the mask may change.
 #pragma once
 
 #include <array>
