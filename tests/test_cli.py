@@ -125,7 +125,7 @@ def test_a_signal_mid_render_stops_at_once_and_leaves_nothing(signum, status, tm
                              str(speech), "--out", str(out_dir / "o.mp4")], env={**os.environ, "TMPDIR": str(scratch)},
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not list(out_dir.glob(".o.mp4.*.partial.mp4")) and time.monotonic() < deadline:  # the encoder is writing
+    while not list(scratch.glob("ditto_fast_o.*.partial.mp4")) and time.monotonic() < deadline:  # the encoder writes
         time.sleep(0.05)
     time.sleep(0.5)
     sent = time.monotonic()

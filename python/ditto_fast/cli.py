@@ -7,6 +7,7 @@ every other error; interruption with 130."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
@@ -184,7 +185,13 @@ def _add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{X264_PRESETS[-1]} (default: %(default)s)")
 
 
-def _inputs(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
+def _demo_folder(args: argparse.Namespace):
+    """A temporary folder for --demo's inputs; without --demo none is made (a killed render then
+    leaves nothing but the writer's temporary file)."""
+    return tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") if args.demo else contextlib.nullcontext()
+
+
+def _inputs(args: argparse.Namespace, scratch: str | None) -> tuple[str, str]:
     """--source and --audio, or the project's own sample inputs written into `scratch` (--demo)."""
     from ditto_fast.tools.demo import write_demo_inputs
 
@@ -194,6 +201,11 @@ def _inputs(args: argparse.Namespace, scratch: str) -> tuple[str, str]:
         raise ValueError("--source and --audio go together")
     if args.demo:
         return tuple(str(path) for path in write_demo_inputs(scratch))
+    for flag, path in (("--source", args.source), ("--audio", args.audio)):  # before minutes of loading
+        if Path(path).is_dir():
+            raise ValueError(f"{flag} {path}: is a folder, not a file")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{flag} {path}: no such file")
     return args.source, args.audio
 
 
@@ -210,9 +222,12 @@ def _open_renderer(args: argparse.Namespace):
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from ditto_fast.stages.writer import check_writable
+
     options = _option_overrides(args)
-    with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
+    with _demo_folder(args) as scratch:
         source, audio = _inputs(args, scratch)
+        check_writable(args.out, inputs=(source, audio))  # before any work
         renderer = _open_renderer(args)
         note(f"registering {source}")
         avatar = renderer.register(source, **options)
@@ -227,7 +242,8 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """What render and stream share: inputs (or --demo), the quality preset, emotion and config."""
     from ditto_fast.options import PRESETS
 
-    parser.add_argument("--source", help="portrait image (jpg/png/webp) or video (mp4/mov)")
+    parser.add_argument("--source", help="portrait image (jpg/png/webp) or video (mp4/mov); a long side over max_size "
+                                         "(default 1920) is resized down to it, as the reference does")
     parser.add_argument("--audio", help="speech audio (wav/flac/ogg/mp3, any rate and channels)")
     parser.add_argument("--demo", action="store_true",
                         help="use the project's own sample portrait and speech instead of --source/--audio")
@@ -248,7 +264,7 @@ def _add_render(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="ditto_fast_demo_") as scratch:
+    with _demo_folder(args) as scratch:
         return _stream(args, *_inputs(args, scratch))
 
 
@@ -257,8 +273,13 @@ def _stream(args: argparse.Namespace, source: str, audio_path: str) -> int:
     import threading
 
     from ditto_fast.stages.audio import SAMPLE_RATE, load_audio
+    from ditto_fast.stages.writer import check_target, check_writable
 
     options = _option_overrides(args)
+    if args.out:  # before any work, as the stats file
+        check_writable(args.out, inputs=(source, audio_path))
+    if args.stats_json:
+        check_target(args.stats_json, inputs=(source, audio_path))
     audio = load_audio(audio_path)
     renderer = _open_renderer(args)
     note(f"registering {source}")
@@ -286,6 +307,7 @@ def _stream(args: argparse.Namespace, source: str, audio_path: str) -> int:
             for _ in session.frames():
                 frames += 1
                 progress(frames)
+            session.require_frames(frames)
         feeder.join()
     progress.finish()
     stats = session.stats.as_dict()

@@ -11,6 +11,7 @@ job runs its own producer thread and must be iterated by one consumer.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from ditto_fast.engine.offline import RenderInfo, RenderJob
 from ditto_fast.engine.online import DEFAULT_CHUNKSIZE, StreamSession
 from ditto_fast.options import RenderOptions, resolve_options
 from ditto_fast.runtime.threads import resolve_threads
-from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, load_audio, write_wav
+from ditto_fast.stages.audio import SAMPLE_RATE, AudioError, check_finite, load_audio, write_wav
 from ditto_fast.stages.register import register
 from ditto_fast.stages.writer import VideoWriter, check_writable, check_x264_options, resolve_encoder
 
@@ -138,7 +139,7 @@ class Renderer:
         render finished: on any error or interruption nothing is left at `out`. `crf` and
         `x264_preset` are the encoder's (None: the writer's defaults), `encoder` "auto" (NVENC when
         the driver offers it, else libx264), "libx264" or "h264_nvenc"; see stages/writer.py."""
-        out = check_writable(out)  # before any work
+        out = check_writable(out, inputs=tuple(x for x in (source, audio) if isinstance(x, (str, Path))))  # first
         crf, x264_preset = check_x264_options(crf, x264_preset)
         encoder = resolve_encoder(encoder)
         started = time.perf_counter()
@@ -146,8 +147,9 @@ class Renderer:
         if progress is not None:
             progress(0, job.info.num_frames)  # before the audio features and the first clip's motion
         height, width = job.info.frame_size
-        with tempfile.TemporaryDirectory(prefix="ditto_fast_") as scratch:
-            audio_path = audio if not isinstance(audio, np.ndarray) else write_wav(Path(scratch) / "a.wav", audio)
+        in_memory = isinstance(audio, np.ndarray)  # muxed from a wav written for it, in a folder of its own
+        with tempfile.TemporaryDirectory(prefix="ditto_fast_") if in_memory else contextlib.nullcontext() as scratch:
+            audio_path = write_wav(Path(scratch) / "a.wav", audio) if in_memory else audio
             with VideoWriter(out, width, height, audio_path=audio_path, crf=crf, preset=x264_preset,
                              threads=self._encoder_threads,
                              encoder=encoder) as writer:
@@ -165,5 +167,5 @@ def _samples(audio: Audio) -> np.ndarray:
                              f"{audio.shape}")
         if audio.size == 0:
             raise AudioError("the audio array contains no samples")
-        return audio
+        return check_finite(audio, "the audio array's samples")
     return load_audio(audio)

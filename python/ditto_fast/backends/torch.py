@@ -13,6 +13,7 @@ the motion extractor, HuBERT and LMDM. On the CPU everything runs in fp32.
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,9 @@ KINDS: dict[str, TorchNetworkKind] = {name: _kind(name) for name in NETWORK_CLAS
 def read_checkpoint(path: Path) -> Mapping[str, Any]:
     """Load a `.pth` with torch's tensors-only unpickler: code in the file is never run."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. its protocol notice before refusing a file: the error says it
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UnsafePickleError(
             f"{path}: refusing to load: it holds objects other than tensors and plain data; "

@@ -43,7 +43,7 @@ from ditto_fast.backends.base import Network
 from ditto_fast.engine.motion_setup import motion_setup
 from ditto_fast.engine.stream_stats import StreamStats
 from ditto_fast.options import RenderOptions, check_chunksize
-from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, as_mono_16k
+from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, as_mono_16k, check_sample_rate
 from ditto_fast.stages.audio_features import feature_extractor
 from ditto_fast.stages.audio_windows import DEFAULT_CHUNKSIZE, LiveWindows
 from ditto_fast.stages.motion import MOTION_DIM
@@ -140,6 +140,7 @@ class LiveMotion:
         return self._head / SAMPLE_RATE
 
     def _to_16k(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        check_sample_rate(sample_rate)
         mono = as_mono_16k(np.asarray(pcm), SAMPLE_RATE)  # downmix and scale; no resampling yet
         if sample_rate == SAMPLE_RATE:
             return mono

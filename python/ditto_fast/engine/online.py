@@ -47,8 +47,9 @@ class StreamSession:
                  encoder_threads: int | None = None, end_with_audio: bool = True) -> None:
         self.options = options = options.replace(online_mode=True)
         self._stages = StageGroup("ditto-fast-stream")
+        self._closed = False
         self._motion_side = LiveMotion(networks, avatar, options, chunksize, queued_windows=queued_windows,
-                                       end_with_audio=end_with_audio, check=self._raise_failure)
+                                       end_with_audio=end_with_audio, check=self._check_open)
         self.chunksize = self._motion_side.chunksize
         self.stats = self._motion_side.stats
         self._render = FrameRenderer(networks, avatar, options, options.N_d, batch_size=frame_batch,
@@ -154,14 +155,33 @@ class StreamSession:
                 writer.write(frame.rgb)
                 if progress is not None:
                     progress(writer.frames)
+            self.require_frames(writer.frames)  # no file without frames
         return writer.frames
+
+    def require_frames(self, frames: int) -> None:
+        """ValueError when a stream that has ended made no frames at all: audio shorter than
+        one valid clip's worth of features (80 - overlap_v2) at this chunk size emits nothing,
+        as in the reference's online mode."""
+        if frames == 0:
+            raise ValueError(f"the stream made no frames from {self.stats.audio_seconds:.2f} s of audio: too short "
+                             f"for chunksize {','.join(map(str, self.chunksize))} at overlap_v2 "
+                             f"{self.options.overlap_v2}")
 
     def _raise_failure(self) -> None:
         if self._stages.failure is not None:
             raise self._stages.failure
 
+    def _check_open(self) -> None:
+        """The producer's check: a stage's error, or the session closed (a `push` waiting on a
+        full queue then returns with an error instead of waiting for ever)."""
+        self._raise_failure()
+        if self._closed:
+            raise RuntimeError("the stream is closed: push() after close()")
+
     def close(self) -> None:
-        """Stop the stages; frames not yet taken are dropped (and counted in `stats`)."""
+        """Stop the stages; frames not yet taken are dropped (and counted in `stats`). A `push`
+        still waiting (the consumer went away) raises RuntimeError."""
+        self._closed = True
         self._stages.stop()
         self._stages.wait(timeout=10)
         self.stats.dropped_frames = self.stats.frames_emitted - self.stats.frames_taken

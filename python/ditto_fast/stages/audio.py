@@ -37,21 +37,23 @@ def load_audio(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file {path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file {path} is empty (0 bytes)")
     samples, sample_rate = _decode(path)
     if samples.shape[0] == 0:
         raise AudioError(f"audio file {path} contains no samples")
-    return as_mono_16k(samples, sample_rate)
+    return as_mono_16k(samples, sample_rate, what=f"audio file {path}")
 
 
-def as_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+def as_mono_16k(samples: np.ndarray, sample_rate: int, what: str = "audio samples") -> np.ndarray:
     """In-memory PCM (float, or signed integer scaled to [-1, 1]; shape (n,) or (n, channels))
-    → float32 mono at 16 kHz, with librosa's downmix and resampling."""
+    → float32 mono at 16 kHz, with librosa's downmix and resampling. NaN or infinite samples are
+    refused (`what` names them in the error): they would turn every later stage's output into NaN."""
     samples = np.asarray(samples)
     if samples.ndim not in (1, 2):
         raise AudioError(f"audio samples must be (n,) or (n, channels), got shape {samples.shape}")
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise AudioError(f"audio sample rate must be a positive integer, got {sample_rate!r}")
-    pcm = _pcm_to_float32(samples)
+    check_sample_rate(sample_rate)
+    pcm = check_finite(_pcm_to_float32(samples), what)
     # librosa averages channels-first float32 data; for any channel count that is the same
     # float32 sum-then-divide as this.
     mono = pcm if pcm.ndim == 1 else pcm.T.mean(axis=0)
@@ -103,7 +105,8 @@ def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
 def _pcm_to_float32(samples: np.ndarray) -> np.ndarray:
     """Float PCM cast to float32; integer PCM scaled by a power of two (exact, as libsndfile)."""
     if np.issubdtype(samples.dtype, np.floating):
-        return samples.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, which check_finite refuses
+            return samples.astype(np.float32, copy=False)
     if samples.dtype == np.uint8:
         return (samples.astype(np.float32) - np.float32(128)) / np.float32(128)
     if np.issubdtype(samples.dtype, np.signedinteger):
@@ -133,6 +136,20 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
         out.setframerate(sample_rate)
         out.writeframes(pcm.tobytes())
     return path
+
+
+def check_sample_rate(sample_rate: int) -> int:
+    """`sample_rate` unchanged, or AudioError when it is not a positive integer (no bool)."""
+    if isinstance(sample_rate, bool) or not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
+        raise AudioError(f"audio sample rate must be a positive integer, got {sample_rate!r}")
+    return sample_rate
+
+
+def check_finite(samples: np.ndarray, what: str = "audio samples") -> np.ndarray:
+    """`samples` unchanged, or AudioError when one is NaN or infinite."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{what}: NaN or infinite values (samples must be finite)")
+    return samples
 
 
 def check_audio(audio: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ import av
 import cv2
 import numpy as np
 
+from ditto_fast.errors import one_line
+
 # pipeline/frames.py (being rewritten elsewhere) still imports the frame order from here.
 
 DEFAULT_MAX_SIZE = 1920
@@ -78,8 +80,10 @@ def load_video(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE,
                 frames.append(rgb if frames else resize_to_limit(rgb, max_size))
                 if 0 < max_frames <= len(frames):
                     break
-    except av.FFmpegError as exc:
-        raise ValueError(f"{path}: not a readable image or video ({exc})") from None
+    except av.EOFError:
+        pass  # a stream cut short: the frames decoded so far (none: the error below)
+    except av.FFmpegError as exc:  # its message repeats the errno and the file name; strerror is the news
+        raise ValueError(f"{path}: not a readable image or video ({exc.strerror or one_line(exc)})") from None
     if not frames:
         raise ValueError(f"{path}: the video has no frames")
     return frames
@@ -91,6 +95,8 @@ def load_source(path: str | os.PathLike[str], max_size: int = DEFAULT_MAX_SIZE,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such source file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the source file is empty (0 bytes)")
     if cv2.haveImageReader(str(path)):
         return [load_image(path, max_size)], True
     return load_video(path, max_size, max_frames), False

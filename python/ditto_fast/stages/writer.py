@@ -1,9 +1,12 @@
 """H.264 + AAC mp4 output, encoded on its own thread, written so that an interrupted render never
 leaves a broken file.
 
-Frames are encoded into a hidden temporary file beside the target; only a writer closed
-without error renames it into place (atomic on one filesystem). On error or Ctrl-C the
-temporary file is removed and an existing file at the target is left untouched.
+Frames are encoded into a temporary file in the system temp folder (`tempfile.gettempdir()`,
+which honours TMPDIR); only a writer closed without error moves it to the target: renamed when
+both are on one filesystem, else copied into a hidden temporary file beside the target and that
+renamed, so the target path only ever holds a complete file. On error or Ctrl-C the temporary
+files are removed and an existing file at the target is left untouched; a process killed outright
+(SIGKILL) leaves at most the file in the temp folder, never a partial mp4 at or beside the target.
 
 `write()` copies the frame into an encoder frame and returns, so the caller may reuse its
 buffer (a ring slot) at once; a thread takes the frames from a small bounded queue, converts
@@ -31,9 +34,11 @@ thread. Where the CPU is the slow end, pass preset="veryfast" (CLI: --x264-prese
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from fractions import Fraction
@@ -96,21 +101,36 @@ class OutputError(OSError):
     """The output file cannot be written."""
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail before any work if `path` cannot become an mp4 file."""
+def check_target(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Fail before any work if a file cannot be written at `path`: a folder, a missing or
+    unwritable folder (tried by creating and removing a file in it), a file that is not writable,
+    or one of `inputs` (which the new file would replace)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, not a file name")
-    if path.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        raise OutputError(f"{path}: output must be an .mp4 (or .m4v/.mov) file")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: folder {folder} is not writable")
+    try:  # os.access says yes to root on a read-only filesystem; creating a file tells
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{path}: folder {folder} is not writable ({exc.strerror or one_line(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{path}: file exists and is not writable")
+    for given in inputs:
+        if path.exists() and Path(given).exists() and os.path.samefile(path, given):
+            raise OutputError(f"{path}: is also an input ({given}); choose another output file")
     return path
+
+
+def check_writable(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Fail before any work if `path` cannot become an mp4 file (see `check_target`)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".m4v", ".mov") and not path.is_dir():
+        raise OutputError(f"{path}: output must be an .mp4 (or .m4v/.mov) file")
+    return check_target(path, inputs)
 
 
 def check_x264_options(crf: int | None = None, preset: str | None = None) -> tuple[int, str]:
@@ -138,7 +158,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, width: int, height: int, audio_path: str | Path | None = None,
                  crf: int | None = None, preset: str | None = None, encoder: str = "auto",
                  queued_frames: int = QUEUED_FRAMES, threads: int | None = None) -> None:
-        self.path = check_writable(path)
+        self.path = check_writable(path, inputs=() if audio_path is None else (audio_path,))
         crf, preset = check_x264_options(crf, preset)
         # 0 is x264's "auto" (1.5 frame threads per core), which the budget's None/0 keeps.
         x264_threads = 0 if threads is None or threads == 0 else resolve_threads(threads)
@@ -153,7 +173,7 @@ class VideoWriter:
         self._failure_raised = False
         self._encoder: threading.Thread | None = None
         self._end_queued = False
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial.mp4", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"ditto_fast_{self.path.stem[:100]}.", suffix=".partial.mp4")
         os.close(fd)
         self._tmp = Path(tmp)
         try:
@@ -283,8 +303,7 @@ class VideoWriter:
             if self._audio is not None:
                 self._mux_audio()
             self._container.close()
-            os.chmod(self._tmp, default_mode())
-            os.replace(self._tmp, self.path)
+            self._move_into_place()
         except Exception as exc:
             self._discard()
             raise OutputError(f"{self.path}: could not finish the video ({one_line(exc)})") from exc
@@ -295,6 +314,27 @@ class VideoWriter:
             if self._audio_source is not None:
                 self._audio_source.close()
         return self.path
+
+    def _move_into_place(self) -> None:
+        """The finished temporary file to the target: a rename, or across filesystems a copy into
+        a hidden file beside the target and a rename of that (the target is never partial)."""
+        os.chmod(self._tmp, default_mode())
+        try:
+            os.replace(self._tmp, self.path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        fd, beside = tempfile.mkstemp(prefix=f".{self.path.name[:100]}.", suffix=".partial.mp4",
+                                   dir=self.path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(self._tmp, beside)
+            os.chmod(beside, default_mode())
+            os.replace(beside, self.path)
+        finally:
+            Path(beside).unlink(missing_ok=True)
+        self._tmp.unlink()
 
     def abort(self) -> None:
         """Drop everything written so far; the target path is not touched."""
