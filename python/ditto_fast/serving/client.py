@@ -134,6 +134,7 @@ class _Session:
             "real_time_factor": stats.get("real_time_factor"), "frames_emitted": stats.get("frames_emitted"),
             "frames_sent": stats.get("frames_sent"), "late_frames": stats.get("late_frames"),
             "dropped_frames": stats.get("dropped_frames"), "idle_frames": stats.get("idle_frames"),
+            "max_lateness_s": stats.get("max_lateness_s"),
             "audio_seconds": stats.get("audio_seconds"), "bytes_received": self.bytes,
             "wall_seconds": time.perf_counter() - self.started_at,
         }
