@@ -29,7 +29,7 @@ constexpr std::chrono::milliseconds kSignalCheckInterval{50};
 // passes (TimeoutError), or a signal handler raises (e.g. KeyboardInterrupt).
 template <class Attempt>
 auto wait_interruptibly(Attempt attempt, std::optional<double> timeout_s, const char* what) {
-    if (timeout_s && *timeout_s < 0) throw py::value_error("timeout must be >= 0 or None");
+    if (timeout_s && !(*timeout_s >= 0)) throw py::value_error("timeout must be >= 0 or None");  // NaN too
     const auto start = FrameRing::Clock::now();
     const auto limit = timeout_s ? std::optional<FrameRing::Clock::time_point>(
                                        start + std::chrono::duration_cast<FrameRing::Clock::duration>(

@@ -6,15 +6,25 @@ namespace ditto {
 
 namespace {
 
+// Sizes whose products would wrap around are refused here, before they reach an allocator.
+constexpr std::size_t kMaxRingBytes = std::size_t{1} << 40;
+
 std::size_t padded_stride(const FrameShape& shape) {
     if (shape.height == 0 || shape.width == 0 || shape.channels == 0)
         throw std::invalid_argument("FrameRing frame shape must be non-zero in every dimension");
+    if (shape.height > kMaxRingBytes / shape.width || shape.height * shape.width > kMaxRingBytes / shape.channels)
+        throw std::invalid_argument("FrameRing frame shape " + std::to_string(shape.height) + "x" +
+                                    std::to_string(shape.width) + "x" + std::to_string(shape.channels) +
+                                    " is too large");
     const std::size_t page = page_size();
     return (shape.bytes() + page - 1) / page * page;
 }
 
 std::size_t checked_total(std::size_t slots, std::size_t stride) {
     if (slots == 0) throw std::invalid_argument("FrameRing needs at least one slot");
+    if (slots > kMaxRingBytes / stride)
+        throw std::invalid_argument("FrameRing of " + std::to_string(slots) + " slots of " + std::to_string(stride) +
+                                    " bytes is too large");
     return slots * stride;
 }
 
