@@ -39,10 +39,7 @@ def load_audio(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"audio file {path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes)")
-    samples, sample_rate = _decode(path)
-    if samples.shape[0] == 0:
-        raise AudioError(f"audio file {path} contains no samples")
-    return as_mono_16k(samples, sample_rate, what=f"audio file {path}")
+    return _decode_mono_16k(path)
 
 
 def as_mono_16k(samples: np.ndarray, sample_rate: int, what: str = "audio samples") -> np.ndarray:
@@ -62,30 +59,45 @@ def as_mono_16k(samples: np.ndarray, sample_rate: int, what: str = "audio sample
     return _resample_to_16k(mono, int(sample_rate))
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """All samples of the first audio stream as float32 (n, channels), and the sample rate."""
+def _decode_mono_16k(path: Path) -> np.ndarray:
+    """The first audio stream as float32 mono 16 kHz, as `as_mono_16k` makes it, decoded and
+    resampled block by block: only the 16 kHz result is held, never the file's samples at their
+    own rate and channel count (a streaming soxr gives the one-shot call's output bit for bit,
+    and the per-sample downmix does not depend on the block)."""
+    what = f"audio file {path}"
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
         raise _undecodable(path, exc) from exc
     with container:
         if not container.streams.audio:
-            raise AudioError(f"audio file {path} has no audio stream")
-        stream = container.streams.audio[0]
+            raise AudioError(f"{what} has no audio stream")
+        layout: tuple[int, int] | None = None  # (rate, channels) of the first frame
+        resampler = None
+        blocks: list[np.ndarray] = []
+        received = 0
         try:
-            frames = [(frame.sample_rate, _frame_samples(frame)) for frame in container.decode(stream)]
+            for frame in container.decode(container.streams.audio[0]):
+                block = check_finite(_frame_samples(frame), what)
+                if layout is None:
+                    layout = (frame.sample_rate, block.shape[1])
+                    check_sample_rate(layout[0])
+                    if layout[0] != SAMPLE_RATE:
+                        resampler = soxr.ResampleStream(layout[0], SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+                elif (frame.sample_rate, block.shape[1]) != layout:
+                    raise AudioError(f"{what} changes sample rate or channel count mid-stream (from {layout[0]} Hz, "
+                                     f"{layout[1]} channels to {frame.sample_rate} Hz, {block.shape[1]})")
+                mono = block.T.mean(axis=0)  # librosa's downmix, sample by sample
+                received += len(mono)
+                blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
         except av.FFmpegError as exc:
             raise _undecodable(path, exc) from exc
-        if not frames:
-            return np.zeros((0, 1), np.float32), stream.codec_context.sample_rate
-    rates = {rate for rate, _ in frames}
-    channel_counts = {block.shape[1] for _, block in frames}
-    if len(rates) > 1 or len(channel_counts) > 1:
-        raise AudioError(
-            f"audio file {path} changes sample rate or channel count mid-stream "
-            f"(rates {sorted(rates)}, channels {sorted(channel_counts)})"
-        )
-    return np.concatenate([block for _, block in frames]), rates.pop()
+    if received == 0:
+        raise AudioError(f"{what} contains no samples")
+    if resampler is None:
+        return np.concatenate(blocks)
+    blocks.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    return _fit_length(np.concatenate(blocks), received, layout[0])
 
 
 def _undecodable(path: Path, exc: av.FFmpegError) -> AudioError:
@@ -116,13 +128,18 @@ def _pcm_to_float32(samples: np.ndarray) -> np.ndarray:
 
 
 def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
-    """soxr HQ resampling, then librosa's length fix: pad/trim to ceil(n * 16000 / rate)."""
-    resampled = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="HQ")
+    """soxr HQ resampling, then librosa's length fix."""
+    return _fit_length(soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="HQ"), mono.shape[0], sample_rate)
+
+
+def _fit_length(resampled: np.ndarray, input_samples: int, sample_rate: int) -> np.ndarray:
+    """librosa's length fix of a resampled signal: pad/trim to ceil(n * 16000 / rate)."""
     # Same float expression as librosa, so the length agrees for every n.
-    target_length = int(np.ceil(mono.shape[0] * (float(SAMPLE_RATE) / sample_rate)))
+    target_length = int(np.ceil(input_samples * (float(SAMPLE_RATE) / sample_rate)))
+    if resampled.shape[0] >= target_length:
+        return resampled[:target_length].copy() if resampled.shape[0] > target_length else resampled
     fixed = np.zeros(target_length, np.float32)
-    kept = min(target_length, resampled.shape[0])
-    fixed[:kept] = resampled[:kept]
+    fixed[:resampled.shape[0]] = resampled
     return fixed
 
 

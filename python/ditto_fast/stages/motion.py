@@ -309,7 +309,12 @@ class Audio2Motion:
         half = kernel // 2 if kernel > 1 else 0
         incoming = iter(cond_blocks)
         pending: np.ndarray | None = None  # condition rows from the current clip's start on
-        motion: np.ndarray | None = None
+        motion: np.ndarray | None = None  # the utterance's motion from row `base` on
+        base = 0
+        # Rows the next clip reads behind the end of `motion`: its cross-fade and the smoothing
+        # around it, and the kp_cond row. Earlier rows, once emitted, are dropped: memory stays
+        # bounded by a clip whatever the utterance's length, and each clip costs the same.
+        kept_tail = max(self.options.fuse_length + half, self.options.overlap + 1)
         emitted = 0
         for start in range(0, num_frames, self.options.valid_clip_len):
             needed = min(SEQ_FRAMES, num_frames - start)
@@ -325,12 +330,15 @@ class Audio2Motion:
             motion = self.generate_clip(clip[None], motion)
             pending = pending[self.options.valid_clip_len:]
             last = start + self.options.valid_clip_len >= num_frames
-            settled = num_frames if last else min(len(motion) - self.options.fuse_length - half, num_frames)
+            settled = num_frames if last else min(base + len(motion) - self.options.fuse_length - half, num_frames)
             if settled > emitted:
                 low, high = max(emitted - half, 0), min(settled + half, num_frames)
-                window = smooth_pose(motion[low:high], emitted - low, settled - low, kernel)
+                window = smooth_pose(motion[low - base:high - base], emitted - low, settled - low, kernel)
                 yield window[emitted - low:settled - low]
                 emitted = settled
+            keep_from = min(emitted - half, base + len(motion) - kept_tail)
+            if keep_from > base:
+                motion, base = motion[keep_from - base:].copy(), keep_from
 
     def clamp(self, motion: np.ndarray) -> np.ndarray:
         """(n, 265) motion clamped per dim when v_min_max_for_clip is set (the reference's output clamp)."""
