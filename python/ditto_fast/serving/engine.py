@@ -52,6 +52,7 @@ from ditto_fast.engine.stream_stats import StreamStats
 from ditto_fast.options import canonical_controls
 from ditto_fast.pipeline.frames import FrameRenderer
 from ditto_fast.pipeline.warp_decode import WarpDecode
+from ditto_fast.runtime.heap import release_free_heap
 from ditto_fast.serving.avatar_cache import DEFAULT_CACHE_BYTES, AvatarCache, avatar_id
 from ditto_fast.serving.interface import EngineBusy
 from ditto_fast.stages.audio import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -375,10 +376,13 @@ class SessionEngine:
 
     def forget(self, session: LiveSession) -> None:
         with self.lock:
-            if self._sessions.pop(session.id, None) is not None:
+            removed = self._sessions.pop(session.id, None) is not None
+            if removed:
                 self._late_total += session.stats.late_frames
                 self._dropped_total += session.stats.dropped_frames
             self.lock.notify_all()
+        if removed:  # the session's threads freed their buffers: give the pages back (runtime/heap.py)
+            release_free_heap()
 
     @property
     def sessions(self) -> list[LiveSession]:
