@@ -72,12 +72,13 @@ def _decode_mono_16k(path: Path) -> np.ndarray:
     with container:
         if not container.streams.audio:
             raise AudioError(f"{what} has no audio stream")
+        stream = container.streams.audio[0]
         layout: tuple[int, int] | None = None  # (rate, channels) of the first frame
         resampler = None
-        blocks: list[np.ndarray] = []
+        output = _GrowingSamples(_expected_samples(container, stream))
         received = 0
         try:
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
                 block = check_finite(_frame_samples(frame), what)
                 if layout is None:
                     layout = (frame.sample_rate, block.shape[1])
@@ -89,15 +90,55 @@ def _decode_mono_16k(path: Path) -> np.ndarray:
                                      f"{layout[1]} channels to {frame.sample_rate} Hz, {block.shape[1]})")
                 mono = block.T.mean(axis=0)  # librosa's downmix, sample by sample
                 received += len(mono)
-                blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
+                output.append(mono if resampler is None else resampler.resample_chunk(mono))
         except av.FFmpegError as exc:
             raise _undecodable(path, exc) from exc
     if received == 0:
         raise AudioError(f"{what} contains no samples")
     if resampler is None:
-        return np.concatenate(blocks)
-    blocks.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-    return _fit_length(np.concatenate(blocks), received, layout[0])
+        return output.samples()
+    output.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    return output.samples(_resampled_length(received, layout[0]))
+
+
+def _expected_samples(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> int:
+    """16 kHz samples the stream should decode to, from its header (0 when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        return 0
+    return max(0, math.ceil(seconds * SAMPLE_RATE)) + SAMPLE_RATE // 10  # a little slack for rounding
+
+
+class _GrowingSamples:
+    """float32 samples appended block by block into one buffer sized from the header's duration,
+    so that decoding holds the samples about once (a list of blocks and their concatenation would
+    hold them twice); it grows by a quarter when the header was short."""
+
+    def __init__(self, expected: int) -> None:
+        self._buffer = np.empty(max(expected, SAMPLE_RATE), np.float32)
+        self._used = 0
+
+    def append(self, block: np.ndarray) -> None:
+        end = self._used + len(block)
+        if end > len(self._buffer):
+            grown = np.empty(max(end, len(self._buffer) + len(self._buffer) // 4), np.float32)
+            grown[:self._used] = self._buffer[:self._used]
+            self._buffer = grown
+        self._buffer[self._used:end] = block
+        self._used = end
+
+    def samples(self, length: int | None = None) -> np.ndarray:
+        """The samples appended, cut or zero-padded to `length` (librosa's length fix) when given:
+        a view when the buffer is nearly full, else a right-sized copy."""
+        length = self._used if length is None else length
+        if length > self._used:
+            self.append(np.zeros(length - self._used, np.float32))
+        if length >= len(self._buffer) - SAMPLE_RATE:
+            return self._buffer[:length]
+        return self._buffer[:length].copy()
 
 
 def _undecodable(path: Path, exc: av.FFmpegError) -> AudioError:
@@ -128,19 +169,19 @@ def _pcm_to_float32(samples: np.ndarray) -> np.ndarray:
 
 
 def _resample_to_16k(mono: np.ndarray, sample_rate: int) -> np.ndarray:
-    """soxr HQ resampling, then librosa's length fix."""
-    return _fit_length(soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="HQ"), mono.shape[0], sample_rate)
-
-
-def _fit_length(resampled: np.ndarray, input_samples: int, sample_rate: int) -> np.ndarray:
-    """librosa's length fix of a resampled signal: pad/trim to ceil(n * 16000 / rate)."""
-    # Same float expression as librosa, so the length agrees for every n.
-    target_length = int(np.ceil(input_samples * (float(SAMPLE_RATE) / sample_rate)))
-    if resampled.shape[0] >= target_length:
-        return resampled[:target_length].copy() if resampled.shape[0] > target_length else resampled
+    """soxr HQ resampling, then librosa's length fix: pad/trim to `_resampled_length`."""
+    resampled = soxr.resample(mono, sample_rate, SAMPLE_RATE, quality="HQ")
+    target_length = _resampled_length(mono.shape[0], sample_rate)
     fixed = np.zeros(target_length, np.float32)
-    fixed[:resampled.shape[0]] = resampled
+    kept = min(target_length, resampled.shape[0])
+    fixed[:kept] = resampled[:kept]
     return fixed
+
+
+def _resampled_length(input_samples: int, sample_rate: int) -> int:
+    """librosa's length of `input_samples` at `sample_rate` resampled to 16 kHz: ceil(n · 16000 /
+    rate), in its float expression, so that the length agrees for every n."""
+    return int(np.ceil(input_samples * (float(SAMPLE_RATE) / sample_rate)))
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
