@@ -16,6 +16,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from ditto_fast.errors import one_line
+from ditto_fast.runtime.heap import release_free_heap
 from ditto_fast.serving.avatars import AvatarStore
 from ditto_fast.serving.interface import EngineBusy, EngineLike, LiveSessionLike
 from ditto_fast.serving.metrics import ServerCounters
@@ -95,6 +96,9 @@ class LiveConnection:
             # However the session ended (close() is idempotent): its slot is free at once.
             await _to_thread_to_the_end(self.session.close)
             self._calls.shutdown(wait=False)  # a push still blocked returns once the session is closed
+            # The connection's encoder, queues and threads are gone now too (the engine already
+            # trimmed when the session closed, before they were freed).
+            release_free_heap()
 
     # -- the start --------------------------------------------------------------------------
 
