@@ -169,7 +169,9 @@ def many(workdir: Path) -> dict:
 
         late = threading.Thread(target=drain)
         late.start()
-        wait_for(lambda: sum(f["sessions_open"] for f in reports(config).values()) >= 1, timeout=30)
+        # Removal waits for the session to be streaming (on a loaded machine its upload and start
+        # can take a while); a removal before it would refuse the upload instead of draining.
+        wait_for(lambda: sum(f["sessions_open"] for f in reports(config).values()) >= 1, timeout=150)
         started = time.monotonic()
         remove(config)
         found["remove_s"] = time.monotonic() - started

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+
+# Without a GPU, Triton kernels run only under Triton's interpreter, which is chosen when a kernel
+# is decorated (its module's import). Set here, before any test module loads, so that a test
+# importing a kernel module in passing (a torch path, the paste-back dispatch) cannot decorate it
+# for a device first and break the kernel tests that run later in the same process.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 _TESTS = pathlib.Path(__file__).resolve().parent
 # The public reference vectors ship with the project (tests/data/README.md). A checkout without

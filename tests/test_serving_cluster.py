@@ -58,9 +58,9 @@ def speech_frames(session: dict) -> int:
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_many_sessions_over_three_avatars_survive_a_dead_replica(tmp_path):
-    found = scenario("many", tmp_path, timeout=400)
+    found = scenario("many", tmp_path, timeout=580)
     sessions = found["sessions"]
     assert len(sessions) == 12
     lost = [s for s in sessions if not s["ok"]]
