@@ -99,7 +99,7 @@ LAYERS = [
     {"backends"},
     {"runtime", "models"},
     {"avatar", "options", "checkpoints", "config", "safe_pickle", "contract", "errors", "diffusion_schedule",
-     "environment", "kernels", "_core", "__init__"},
+     "environment", "files", "kernels", "_core", "__init__"},
 ]
 
 

@@ -133,7 +133,8 @@ def app_builder(args: dict[str, Any]):
     known = {f.name for f in dataclasses.fields(ClusterConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown ditto-fast cluster argument(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown ditto-fast cluster argument(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
     return build_application(ClusterConfig(**values))
 
 

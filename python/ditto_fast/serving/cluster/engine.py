@@ -7,8 +7,6 @@ Thread safety: as SessionEngine's. Every method blocks (the app calls them in wo
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import ray
 from ray.serve.exceptions import BackPressureError
 
+from ditto_fast.files import write_atomic
 from ditto_fast.serving.avatar_cache import avatar_id as content_id
 from ditto_fast.serving.engine import LiveFrame
 from ditto_fast.serving.interface import EngineBusy
@@ -127,14 +126,7 @@ class RemoteRenderer:
                     raise
         if kind != "ok":
             raise ValueError(result)
-        fd, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(result)
-            os.replace(partial, out)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        write_atomic(out, result)
 
 
 class ClusterEngine:
@@ -171,7 +163,8 @@ class ClusterEngine:
         refusals = []
         for attempt in range(self.open_attempts):
             key = uuid.uuid4().hex
-            handle = self._replicas.options(stream=True, **({"multiplexed_model_id": avatar_id} if attempt == 0 else {}))
+            by_avatar = {"multiplexed_model_id": avatar_id} if attempt == 0 else {}
+            handle = self._replicas.options(stream=True, **by_avatar)
             try:
                 stream = handle.session.remote(key, avatar_id, tuple(chunksize), options, self.frame_timeout)
                 kind, detail = next(stream)

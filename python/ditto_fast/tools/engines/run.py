@@ -18,6 +18,7 @@ from typing import Any
 
 from ditto_fast.backends.tensorrt_plugin import register_grid_sample_plugin
 from ditto_fast.contract import MODELS
+from ditto_fast.files import write_atomic
 from ditto_fast.tools.engines.onnx_prep import (
     GRID_SAMPLE_CHOICES,
     find_onnx,
@@ -64,18 +65,6 @@ class BuiltEngine:
 
     def summary(self) -> str:
         return f"{self.path.name} ({self.plan.describe()}), {self.size / 2**20:.1f} MiB in {self.seconds:.1f} s"
-
-
-def write_atomic(path: Path, data: Any) -> None:
-    """Write a buffer (bytes, or TensorRT's host memory) to a temporary file, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(memoryview(data))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _output_folder(path: str | Path) -> Path:
