@@ -39,7 +39,7 @@ def _drift(rounds: list[dict], key: str) -> dict:
     return {"first": first, "last": last, "last_over_first": last / first if first else None}
 
 
-def _late_slope(rounds: list[dict], key: str) -> float | None:
+def _slope(rounds: list[dict], key: str) -> float | None:
     """Least-squares slope of `key` per minute over the second half of the run (0: flat)."""
     half = rounds[len(rounds) // 2:]
     if len(half) < 2:
@@ -85,7 +85,7 @@ def soak(minutes: float, sessions: int, speech_s: float, max_rounds: int, workdi
         "server_exit_status": status, "rss_at_start_mb": baseline / 2**20,
         "failed_sessions": sum(r["sessions"] - r["sessions_ok"] for r in rounds),
         "drift": {key: _drift(rounds, key) for key in ("rss_mb", "max_lateness_s", "first_video_s", "real_time_factor")},
-        "second_half_slope_per_minute": {key: _late_slope(rounds, key) for key in ("rss_mb", "max_lateness_s")},
+        "second_half_slope_per_minute": {key: _slope(rounds, key) for key in ("rss_mb", "max_lateness_s")},
         "per_round": rounds,
     }
 
